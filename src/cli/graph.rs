@@ -1,0 +1,47 @@
+//! `ckflow graph FILE [--format dot|mermaid|json]`: the DAG for other tools to draw.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::exit;
+use crate::{Plan, ToolRegistry};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// Graphviz dot.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// JSON: levels, steps and edges.
+    Json,
+}
+
+/// Arguments of `ckflow graph`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The workflow file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The output format.
+    #[arg(long, value_enum, default_value = "dot")]
+    pub format: Format,
+}
+
+/// Run it.
+pub fn run(a: Args) -> i32 {
+    let registry = ToolRegistry::builtin();
+    let Some(w) = super::load_or_report(&a.file, &registry) else {
+        return exit::INVALID;
+    };
+    let plan = Plan::new(Arc::new(w), &registry);
+    match a.format {
+        Format::Dot => print!("{}", plan.to_dot()),
+        Format::Mermaid => print!("{}", plan.to_mermaid()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default()
+        ),
+    }
+    exit::OK
+}

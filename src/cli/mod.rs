@@ -1,0 +1,108 @@
+//! The command line: one file per subcommand. clap parses; each command turns its arguments
+//! into library calls and returns an exit code (SPEC §2: 0 ok, 1 failed, 2 invalid, 130
+//! cancelled). Nothing here holds logic the MCP server would need: both sit on the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub mod graph;
+pub mod plan;
+pub mod render;
+pub mod schema;
+pub mod tools;
+pub mod validate;
+
+/// Exit codes, documented in `docs/cli.md`.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The workflow ran and failed (or a command failed).
+    pub const FAILED: i32 = 1;
+    /// The workflow or the command line is invalid.
+    pub const INVALID: i32 = 2;
+    /// The run was cancelled (Ctrl-C, SIGTERM, `ckflow cancel`).
+    pub const CANCELLED: i32 = 130;
+}
+
+/// ckflow: a declarative workflow engine for DAGs of tools, from the CLI or over MCP.
+#[derive(Debug, Parser)]
+#[command(name = "ckflow", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Where runs, sessions and logs are stored (default: `.ckflow/` of the project).
+    #[arg(long, global = true, env = "CKFLOW_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check workflow files and print every problem at once.
+    Validate(validate::Args),
+    /// Print the order the steps would run in, by level, without running anything.
+    Plan(plan::Args),
+    /// Print the DAG as Graphviz dot, Mermaid or JSON.
+    Graph(graph::Args),
+    /// Print the workflow JSON Schema (draft 2020-12).
+    Schema,
+    /// List the tools of the registry, or show one with its schemas.
+    Tools(tools::Args),
+}
+
+/// Whether stderr is a terminal that wants colour.
+pub fn color_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Parse the process arguments and run; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit::OK
+                }
+                _ => exit::INVALID,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    run(cli)
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Graph(a) => graph::run(a),
+        Command::Schema => schema::run(),
+        Command::Tools(a) => tools::run(a),
+    }
+}
+
+/// Load and check a workflow file; on failure print its diagnostics to stderr.
+pub fn load_or_report(
+    path: &std::path::Path,
+    registry: &crate::ToolRegistry,
+) -> Option<crate::Workflow> {
+    match crate::Workflow::from_path_with(path, registry) {
+        Ok(w) => Some(w),
+        Err(d) => {
+            eprint!("{}", render::diagnostics(&d.0, color_stderr()));
+            eprintln!(
+                "error: {}: {} problem{}",
+                path.display(),
+                d.0.len(),
+                if d.0.len() == 1 { "" } else { "s" }
+            );
+            None
+        }
+    }
+}

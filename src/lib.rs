@@ -1,0 +1,16 @@
+//! ckflow: a declarative workflow engine.
+//!
+//! A workflow file is loaded with positions ([`workflow::load`]), checked against the JSON
+//! Schema and the semantic rules ([`Workflow::from_path`], [`Workflow::from_str`]), planned
+//! into a DAG ([`Plan`]) and run by the [`engine`], which calls tools from a
+//! [`ToolRegistry`] and emits [`engine::Event`]s that reporters consume.
+
+pub mod cli;
+pub mod plan;
+pub mod template;
+pub mod tools;
+pub mod workflow;
+
+pub use plan::Plan;
+pub use tools::{Tool, ToolContext, ToolError, ToolRegistry};
+pub use workflow::{Diagnostic, Diagnostics, Workflow};

@@ -1,0 +1,288 @@
+//! Tools are plug-ins behind one trait; the [`ToolRegistry`] is the only dispatch point.
+//!
+//! The same registry feeds validation of `with:` (each tool's input schema), `ckflow tools`,
+//! the failure router (each tool's default rules) and, later, the MCP server. Built-in tools
+//! live one per file (or family) beside this one; library users add their own with
+//! [`ToolRegistry::register`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::workflow::model::{ErrorClass, Rule};
+
+pub mod noop;
+pub mod render_template;
+pub mod shell;
+pub mod subworkflow;
+
+/// The future a tool call returns.
+pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value, ToolError>> + Send>>;
+
+/// A registry tool: name, description, schemas, error codes, default routing rules, and
+/// an async call that honours a cancellation token and reports progress.
+pub trait Tool: Send + Sync + 'static {
+    /// The name steps use in `tool:`.
+    fn name(&self) -> &str;
+    /// One sentence for `ckflow tools`, docs and MCP.
+    fn description(&self) -> &str;
+    /// JSON Schema (draft 2020-12) of `with:`.
+    fn input_schema(&self) -> Value;
+    /// JSON Schema of the result.
+    fn output_schema(&self) -> Value;
+    /// The tool-specific error codes it may return, with what each means.
+    fn error_codes(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+    /// Rules tried after the workflow's own `on_failure` rules (SPEC §1.3).
+    fn default_rules(&self) -> Vec<Rule> {
+        Vec::new()
+    }
+    /// Whether the tool executes things on the host (refused for MCP custom workflows
+    /// unless the server allows it).
+    fn host_exec(&self) -> bool {
+        false
+    }
+    /// Whether a call changes something outside ckflow (MCP `destructiveHint`).
+    fn destructive(&self) -> bool {
+        false
+    }
+    /// Run the tool with rendered arguments. Must return promptly with class `cancelled`
+    /// once `ctx.cancel` fires, leaving no process or container behind.
+    fn call(&self, args: Value, ctx: ToolContext) -> ToolFuture;
+}
+
+/// What a tool reports while it runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Progress {
+    /// A line of output on `stream` (`stdout` or `stderr`), without its newline.
+    Output {
+        /// `stdout` or `stderr`.
+        stream: &'static str,
+        /// The line, already redacted of secrets by the engine.
+        line: String,
+    },
+    /// Progress of a part of the work (a layer being pushed, …).
+    Part {
+        /// What is progressing (a layer id, a file).
+        id: String,
+        /// A short status word.
+        status: String,
+        /// Done so far, when known.
+        current: Option<u64>,
+        /// The total, when known.
+        total: Option<u64>,
+    },
+}
+
+/// The sink a tool sends [`Progress`] to.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Everything a tool call may use besides its arguments.
+#[derive(Clone)]
+pub struct ToolContext {
+    /// Fires on timeout, cancel or Ctrl-C.
+    pub cancel: CancellationToken,
+    /// Where progress goes (output lines become `StepOutput` events).
+    pub progress: ProgressFn,
+    /// The merged environment of the workflow and the step, rendered.
+    pub env: IndexMap<String, String>,
+    /// The project folder (relative paths in arguments are relative to it).
+    pub project_dir: PathBuf,
+    /// The session workspace folder.
+    pub workspace: PathBuf,
+    /// The run's id.
+    pub run_id: String,
+    /// The step's id (with `[index]` for `for_each` instances).
+    pub step_id: String,
+    /// The registry, for tools that run workflows themselves.
+    pub registry: Arc<ToolRegistry>,
+    /// Secret values to keep out of anything the tool returns or prints.
+    pub secrets: Arc<Vec<String>>,
+    /// How deep in sub-workflows this call is (guards against runaway recursion).
+    pub depth: u32,
+}
+
+impl ToolContext {
+    /// A context for calling a tool outside any run (tests, MCP atomic tool calls).
+    pub fn detached(registry: Arc<ToolRegistry>, project_dir: PathBuf) -> ToolContext {
+        ToolContext {
+            cancel: CancellationToken::new(),
+            progress: Arc::new(|_| {}),
+            env: IndexMap::new(),
+            workspace: project_dir.clone(),
+            project_dir,
+            run_id: String::new(),
+            step_id: String::new(),
+            registry,
+            secrets: Arc::new(Vec::new()),
+            depth: 0,
+        }
+    }
+
+    /// Resolve a path argument against the project folder.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let path = PathBuf::from(p);
+        if path.is_absolute() {
+            path
+        } else {
+            self.project_dir.join(path)
+        }
+    }
+}
+
+/// A tool failure: a class for routing, an optional tool-specific code, a message.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ToolError {
+    /// The class rules match on.
+    pub class: ErrorClass,
+    /// A tool-specific code such as `DOCKERFILE_INVALID`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: Option<String>,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Structured detail (exit code, failing instruction, …).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub details: Option<Value>,
+}
+
+impl ToolError {
+    /// A failure of `class` with `message`.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> ToolError {
+        ToolError {
+            class,
+            code: None,
+            message: message.into(),
+            details: None,
+        }
+    }
+    /// The same failure with a code.
+    pub fn with_code(mut self, code: impl Into<String>) -> ToolError {
+        self.code = Some(code.into());
+        self
+    }
+    /// The same failure with structured details.
+    pub fn with_details(mut self, details: Value) -> ToolError {
+        self.details = Some(details);
+        self
+    }
+    /// A `cancelled` failure.
+    pub fn cancelled() -> ToolError {
+        ToolError::new(ErrorClass::Cancelled, "cancelled")
+    }
+    /// An `invalid_input` failure.
+    pub fn invalid(message: impl Into<String>) -> ToolError {
+        ToolError::new(ErrorClass::InvalidInput, message)
+    }
+}
+
+impl std::fmt::Display for ToolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(c) => write!(f, "{} ({}): {}", self.class, c, self.message),
+            None => write!(f, "{}: {}", self.class, self.message),
+        }
+    }
+}
+
+/// A registered tool with its compiled input validator.
+pub struct Registered {
+    /// The tool.
+    pub tool: Arc<dyn Tool>,
+    input_validator: OnceLock<Option<jsonschema::Validator>>,
+}
+
+impl Registered {
+    /// The compiled input schema (compiled on first use; `None` if the schema is broken,
+    /// which the registry's own tests rule out for built-ins).
+    pub fn input_validator(&self) -> Option<&jsonschema::Validator> {
+        self.input_validator
+            .get_or_init(|| jsonschema::draft202012::new(&self.tool.input_schema()).ok())
+            .as_ref()
+    }
+}
+
+/// The tools a workflow may call, by name.
+#[derive(Default)]
+pub struct ToolRegistry {
+    tools: BTreeMap<String, Registered>,
+}
+
+impl ToolRegistry {
+    /// An empty registry.
+    pub fn empty() -> ToolRegistry {
+        ToolRegistry::default()
+    }
+
+    /// The built-in tools.
+    pub fn builtin() -> ToolRegistry {
+        let mut r = ToolRegistry::empty();
+        r.register(noop::Noop);
+        r.register(shell::Shell);
+        r.register(render_template::RenderTemplate);
+        r
+    }
+
+    /// Add (or replace) a tool.
+    pub fn register<T: Tool>(&mut self, tool: T) -> &mut Self {
+        self.register_arc(Arc::new(tool))
+    }
+
+    /// Add (or replace) a shared tool.
+    pub fn register_arc(&mut self, tool: Arc<dyn Tool>) -> &mut Self {
+        self.tools.insert(
+            tool.name().to_owned(),
+            Registered {
+                tool,
+                input_validator: OnceLock::new(),
+            },
+        );
+        self
+    }
+
+    /// A tool by name.
+    pub fn get(&self, name: &str) -> Option<&Registered> {
+        self.tools.get(name)
+    }
+
+    /// The tool itself by name.
+    pub fn tool(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        self.tools.get(name).map(|r| r.tool.clone())
+    }
+
+    /// Every tool name, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tools.keys().map(String::as_str)
+    }
+
+    /// Every registered tool, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
+        self.tools.values().map(|r| &r.tool)
+    }
+
+    /// A JSON description of one tool (what `ckflow tools show` and MCP `ListTools` give).
+    pub fn describe(tool: &dyn Tool) -> Value {
+        let codes: serde_json::Map<String, Value> = tool
+            .error_codes()
+            .into_iter()
+            .map(|(c, m)| (c.to_owned(), Value::String(m.to_owned())))
+            .collect();
+        serde_json::json!({
+            "name": tool.name(),
+            "description": tool.description(),
+            "input_schema": tool.input_schema(),
+            "output_schema": tool.output_schema(),
+            "error_codes": codes,
+            "default_rules": tool.default_rules(),
+            "host_exec": tool.host_exec(),
+        })
+    }
+}
