@@ -205,10 +205,9 @@ fn shipped_workflows_validate() {
             if matches!(
                 p.extension().and_then(|x| x.to_str()),
                 Some("yaml" | "yml" | "json")
-            ) {
-                if let Err(d) = Workflow::from_path(&p) {
-                    panic!("{}:\n{d}", p.display());
-                }
+            ) && let Err(d) = Workflow::from_path(&p)
+            {
+                panic!("{}:\n{d}", p.display());
             }
         }
     }

@@ -287,11 +287,7 @@ impl<'a> Checker<'a> {
                     self.push(d);
                     continue;
                 };
-                self.check_with(
-                    &reg.tool.name().to_owned(),
-                    &st.with,
-                    &format!("{base}/with"),
-                );
+                self.check_with(reg.tool.name(), &st.with, &format!("{base}/with"));
             }
         }
     }

@@ -33,6 +33,31 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     Some(total)
 }
 
+/// Write a duration the way workflow files do (`10m`, `1h30m`, `1500ms`): the inverse of
+/// [`parse_duration`] for whole milliseconds.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    ms /= 1000;
+    let (h, m, s) = (ms / 3600, (ms % 3600) / 60, ms % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,29 +79,4 @@ mod tests {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
         }
     }
-}
-
-/// Write a duration the way workflow files do (`10m`, `1h30m`, `1500ms`): the inverse of
-/// [`parse_duration`] for whole milliseconds.
-pub fn format_duration(d: std::time::Duration) -> String {
-    let mut ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    if ms % 1000 != 0 {
-        return format!("{ms}ms");
-    }
-    ms /= 1000;
-    let (h, m, s) = (ms / 3600, (ms % 3600) / 60, ms % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 {
-        out.push_str(&format!("{s}s"));
-    }
-    out
 }
