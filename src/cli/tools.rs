@@ -12,6 +12,9 @@ pub struct Args {
     /// Print JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print the Markdown reference (`docs/tools.md`).
+    #[arg(long, conflicts_with = "json")]
+    pub markdown: bool,
 }
 
 /// `ckflow tools show NAME`.
@@ -45,6 +48,10 @@ pub fn run(a: Args) -> i32 {
                 exit::INVALID
             }
         },
+        None if a.markdown => {
+            print!("{}", crate::tools::docs::markdown(&registry));
+            exit::OK
+        }
         None if a.json => {
             let all: Vec<_> = registry
                 .iter()

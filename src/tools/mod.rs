@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::workflow::model::{ErrorClass, Rule};
 
+pub mod docs;
 pub mod noop;
 pub mod render_template;
 pub mod shell;

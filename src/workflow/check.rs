@@ -403,13 +403,6 @@ impl<'a> Checker<'a> {
             ));
         }
         if let Some(on) = &r.on {
-            if on.is_empty() {
-                self.push(self.loaded.diag(
-                    Code::BadLimit,
-                    &format!("{base}/on"),
-                    "`on` is empty, so no failure would ever be retried",
-                ));
-            }
             if let Some(i) = on.iter().position(|c| *c == ErrorClass::Cancelled) {
                 self.push(self.loaded.diag(
                     Code::BadLimit,
