@@ -6,11 +6,15 @@
 //! [`ToolRegistry`] and emits [`engine::Event`]s that reporters consume.
 
 pub mod cli;
+pub mod engine;
 pub mod plan;
+pub mod report;
 pub mod template;
 pub mod tools;
 pub mod workflow;
 
+pub use engine::{Engine, Event, RunOptions};
 pub use plan::Plan;
+pub use report::RunReport;
 pub use tools::{Tool, ToolContext, ToolError, ToolRegistry};
 pub use workflow::{Diagnostic, Diagnostics, Workflow};

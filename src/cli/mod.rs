@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 pub mod graph;
 pub mod plan;
 pub mod render;
+pub mod run;
 pub mod schema;
 pub mod tools;
 pub mod validate;
@@ -41,6 +42,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a workflow (a file, or a NAME from the project's `workflows/`).
+    Run(run::Args),
     /// Check workflow files and print every problem at once.
     Validate(validate::Args),
     /// Print the order the steps would run in, by level, without running anything.
@@ -79,6 +82,7 @@ pub fn main() -> i32 {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Run(a) => run::run(a, cli.state_dir),
         Command::Validate(a) => validate::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Graph(a) => graph::run(a),

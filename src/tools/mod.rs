@@ -229,6 +229,7 @@ impl ToolRegistry {
         r.register(noop::Noop);
         r.register(shell::Shell);
         r.register(render_template::RenderTemplate);
+        r.register(subworkflow::SubWorkflow);
         r
     }
 

@@ -402,14 +402,16 @@ impl<'a> Checker<'a> {
                 ),
             ));
         }
-        if let Some(on) = &r.on {
-            if let Some(i) = on.iter().position(|c| *c == ErrorClass::Cancelled) {
-                self.push(self.loaded.diag(
-                    Code::BadLimit,
-                    &format!("{base}/on/{i}"),
-                    "a cancelled step is never retried; remove `cancelled` from `on`",
-                ));
-            }
+        if let Some(i) = r
+            .on
+            .as_ref()
+            .and_then(|on| on.iter().position(|c| *c == ErrorClass::Cancelled))
+        {
+            self.push(self.loaded.diag(
+                Code::BadLimit,
+                &format!("{base}/on/{i}"),
+                "a cancelled step is never retried; remove `cancelled` from `on`",
+            ));
         }
     }
 
@@ -593,8 +595,11 @@ impl<'a> Checker<'a> {
                 self.push(d);
             }
         }
-        let has_item = me.is_some_and(|(sec, i)| self.steps(sec)[i].for_each.is_some())
-            && place != Place::ForEach;
+        // `route.with` runs in the failed step's context, which has `item`/`index` when the
+        // failed step is a `for_each` instance.
+        let has_item = place == Place::RouteWith
+            || (me.is_some_and(|(sec, i)| self.steps(sec)[i].for_each.is_some())
+                && place != Place::ForEach);
         for r in &analysis.references {
             if r.scoped {
                 continue;
