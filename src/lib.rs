@@ -9,6 +9,7 @@ pub mod cli;
 pub mod engine;
 pub mod plan;
 pub mod report;
+pub mod store;
 pub mod template;
 pub mod tools;
 pub mod workflow;

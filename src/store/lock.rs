@@ -1,0 +1,375 @@
+//! Everything about waiting for someone else: bounded exponential backoff, opening a sled
+//! database that another process (or a dropped handle of this one, whose background threads
+//! still hold the file for a few milliseconds) has locked, and the `owner` file that says
+//! which process runs a run.
+//!
+//! Ownership is an advisory lock (`flock` on Unix, through `std::fs::File::try_lock`) held on
+//! `runs/<id>/owner` for the life of the run; the file also holds the owner's pid. The kernel
+//! drops the lock when the process dies, however it dies, so "locked" means "a live process
+//! owns this run" without the pitfalls of pids (reuse, zombies).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{Result, StoreError};
+
+/// Exponential backoff with a deadline: 1 ms, 2 ms, 4 ms … capped at 4 ms per sleep.
+pub(crate) struct Backoff {
+    started: Instant,
+    deadline: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(deadline: Duration) -> Backoff {
+        Backoff {
+            started: Instant::now(),
+            deadline,
+            next: Duration::from_millis(1),
+        }
+    }
+
+    /// Sleep before the next try; `false` once the deadline has passed.
+    pub(crate) fn wait(&mut self) -> bool {
+        let elapsed = self.started.elapsed();
+        if elapsed >= self.deadline {
+            return false;
+        }
+        let sleep = self.next.min(self.deadline - elapsed);
+        std::thread::sleep(sleep);
+        self.next = (self.next * 2).min(Duration::from_millis(4));
+        true
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn remaining(&self) -> Duration {
+        self.deadline.saturating_sub(self.started.elapsed())
+    }
+}
+
+/// Whether a sled error is "another handle holds this database's file lock".
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// Which database is being opened (for the error message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DbKind {
+    Index,
+    Run,
+}
+
+/// How every database is opened. No background flusher: the store flushes by hand at each
+/// commit and at the end of each index visit, which is what makes a write durable; a
+/// periodic flusher would only add threads and `fsync`s.
+fn config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(16 * 1024 * 1024)
+        .mode(sled::Mode::LowSpace)
+        .flush_every_ms(None)
+}
+
+/// Open a sled database, retrying while another handle holds its lock, until `timeout`.
+pub(crate) fn open_db(path: &Path, kind: DbKind, timeout: Duration) -> Result<sled::Db> {
+    let config = config(path);
+    let mut backoff = Backoff::new(timeout);
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(e) if is_lock_error(&e) => {
+                if !backoff.wait() {
+                    return Err(StoreError::Locked {
+                        what: match kind {
+                            DbKind::Index => "the state index",
+                            DbKind::Run => "the run database",
+                        },
+                        path: path.to_owned(),
+                        waited: backoff.elapsed(),
+                    });
+                }
+            }
+            Err(e) => return Err(StoreError::db(path)(e)),
+        }
+    }
+}
+
+/// Try to open a sled database once: `Ok(None)` if another handle holds it.
+pub(crate) fn try_open_db(path: &Path) -> Result<Option<sled::Db>> {
+    match config(path).open() {
+        Ok(db) => Ok(Some(db)),
+        Err(e) if is_lock_error(&e) => Ok(None),
+        Err(e) => Err(StoreError::db(path)(e)),
+    }
+}
+
+/// Flush a sled database and then `fdatasync` its data file: sled's own flush pushes its
+/// writes to the OS (which survives `kill -9`); the sync makes them survive power loss.
+pub(crate) fn flush_db(db: &sled::Db, dir: &Path) -> Result<()> {
+    db.flush().map_err(StoreError::db(dir))?;
+    let file = dir.join("db");
+    File::open(&file)
+        .and_then(|f| f.sync_data())
+        .map_err(StoreError::io("sync", file))
+}
+
+/// What the `owner` file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OwnerInfo {
+    /// The owning process.
+    pub pid: u32,
+    /// Whether `ckflow cancel` may send it SIGTERM (a server running many runs says no and
+    /// polls the cancel marker instead).
+    pub signal: bool,
+}
+
+/// The held lock on `runs/<id>/owner`. Dropping it releases ownership; [`OwnerLock::release`]
+/// also removes the file.
+#[derive(Debug)]
+pub(crate) struct OwnerLock {
+    file: File,
+    path: PathBuf,
+}
+
+/// Whether `file` is still the file at `path` (it may have been removed and re-created by
+/// the time we locked it).
+#[cfg(unix)]
+fn is_same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn is_same_file(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
+impl OwnerLock {
+    /// Take ownership of a run. Retries briefly (a reader probing the lock holds it for
+    /// microseconds); if it stays locked, a live process owns the run.
+    pub(crate) fn acquire(path: &Path, id: &str, info: OwnerInfo) -> Result<OwnerLock> {
+        let mut backoff = Backoff::new(Duration::from_millis(300));
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(StoreError::io("open", path))?;
+            match file.try_lock() {
+                Ok(()) if is_same_file(&file, path) => {
+                    let text = serde_json::to_string(&info).expect("owner info serialises");
+                    file.set_len(0)
+                        .and_then(|()| file.rewind())
+                        .and_then(|()| file.write_all(text.as_bytes()))
+                        .map_err(StoreError::io("write", path))?;
+                    return Ok(OwnerLock {
+                        file,
+                        path: path.to_owned(),
+                    });
+                }
+                // Locked a file that was removed meanwhile: try again with the new one.
+                Ok(()) => {
+                    if !backoff.wait() {
+                        return Err(StoreError::io("lock", path)(std::io::Error::other(
+                            "the owner file keeps being replaced",
+                        )));
+                    }
+                }
+                Err(TryLockError::WouldBlock) => {
+                    if !backoff.wait() {
+                        return Err(StoreError::RunStillRunning {
+                            id: id.to_owned(),
+                            pid: read_owner(path).map(|o| o.pid),
+                        });
+                    }
+                }
+                Err(TryLockError::Error(e)) => return Err(StoreError::io("lock", path)(e)),
+            }
+        }
+    }
+
+    /// Give up ownership and remove the file.
+    pub(crate) fn release(self) {
+        // Remove while still holding the lock, so nobody can lock the old file and think
+        // they own the run (`acquire` checks the file it locked is still the one at the path).
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
+
+/// Read the `owner` file, whatever its lock state.
+pub(crate) fn read_owner(path: &Path) -> Option<OwnerInfo> {
+    let mut text = String::new();
+    File::open(path).ok()?.read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The owner of a run, if a live process holds its `owner` lock.
+pub(crate) fn live_owner(path: &Path) -> Option<OwnerInfo> {
+    let mut locked = false;
+    for _ in 0..3 {
+        let Ok(file) = File::open(path) else {
+            return None;
+        };
+        match file.try_lock_shared() {
+            // Nobody holds it, unless the file was replaced meanwhile: then look again.
+            Ok(()) if is_same_file(&file, path) => return None,
+            Ok(()) => {
+                locked = false;
+                continue;
+            }
+            Err(TryLockError::WouldBlock) => locked = true,
+            Err(TryLockError::Error(_)) => return None,
+        }
+        // Locked: the owner writes its info right after locking; give it a moment.
+        if let Some(info) = read_owner(path) {
+            return Some(info);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Locked but the pid could not be read yet (pid 0: unknown).
+    locked.then_some(OwnerInfo {
+        pid: 0,
+        signal: false,
+    })
+}
+
+/// The shared index's lock file, `index.lock`: serialises access to the index database
+/// across processes (and across threads through the mutex around it).
+#[derive(Debug)]
+pub(crate) struct IndexLock {
+    pub(crate) path: PathBuf,
+    file: std::sync::Mutex<Option<File>>,
+}
+
+/// A held [`IndexLock`].
+pub(crate) struct IndexGuard<'a> {
+    guard: std::sync::MutexGuard<'a, Option<File>>,
+}
+
+impl Drop for IndexGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.guard.as_ref() {
+            let _ = file.unlock();
+        }
+    }
+}
+
+impl IndexLock {
+    pub(crate) fn new(path: PathBuf) -> IndexLock {
+        IndexLock {
+            path,
+            file: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Take the lock, polling with backoff until `backoff` runs out.
+    pub(crate) fn lock(&self, backoff: &mut Backoff) -> Result<IndexGuard<'_>> {
+        loop {
+            let guard = match self.file.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut guard) = guard {
+                if guard.is_none() {
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&self.path)
+                        .map_err(StoreError::io("open", &self.path))?;
+                    *guard = Some(file);
+                }
+                match guard.as_ref().expect("opened above").try_lock() {
+                    Ok(()) => return Ok(IndexGuard { guard }),
+                    Err(TryLockError::WouldBlock) => {}
+                    Err(TryLockError::Error(e)) => {
+                        return Err(StoreError::io("lock", &self.path)(e));
+                    }
+                }
+            }
+            if !backoff.wait() {
+                return Err(StoreError::Locked {
+                    what: "the state index",
+                    path: self.path.clone(),
+                    waited: backoff.elapsed(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_gives_up_after_its_deadline() {
+        let mut b = Backoff::new(Duration::from_millis(30));
+        let mut n = 0;
+        while b.wait() {
+            n += 1;
+        }
+        assert!(n >= 3, "{n}");
+        assert!(b.elapsed() >= Duration::from_millis(30));
+        assert!(b.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn owner_lock_excludes_and_is_seen_by_probes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("owner");
+        assert_eq!(live_owner(&path), None);
+        let info = OwnerInfo {
+            pid: 4242,
+            signal: true,
+        };
+        let lock = OwnerLock::acquire(&path, "r1", info).unwrap();
+        assert_eq!(live_owner(&path), Some(info));
+        match OwnerLock::acquire(&path, "r1", info) {
+            Err(StoreError::RunStillRunning { id, pid }) => {
+                assert_eq!(id, "r1");
+                assert_eq!(pid, Some(4242));
+            }
+            other => panic!("expected RunStillRunning, got {other:?}"),
+        }
+        lock.release();
+        assert!(!path.exists());
+        assert_eq!(live_owner(&path), None);
+        let again = OwnerLock::acquire(&path, "r1", info).unwrap();
+        drop(again);
+        // Dropped without release (a crash): the file stays, the lock does not.
+        assert!(path.exists());
+        assert_eq!(live_owner(&path), None);
+    }
+
+    #[test]
+    fn index_lock_times_out_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = IndexLock::new(dir.path().join("index.lock"));
+        let b = IndexLock::new(dir.path().join("index.lock"));
+        let _held = a.lock(&mut Backoff::new(Duration::from_secs(1))).unwrap();
+        let err = b
+            .lock(&mut Backoff::new(Duration::from_millis(50)))
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains("index.lock"), "{msg}");
+        assert!(msg.contains("locked by another process"), "{msg}");
+        assert!(err.is_critical());
+    }
+}

@@ -1,0 +1,462 @@
+//! The writing side of one run: a [`RunHandle`], held by the one process running the run.
+//! It owns the run's sled database (`runs/<id>/db/`), its log files and its `live.json`.
+//!
+//! The database's default tree holds `run` (the [`RunRecord`]), `format`, and per step
+//! `i<step id>` → an 8-byte sequence number and `s<sequence>` → the step's latest
+//! [`StepRecord`], so steps read back in the order they were first recorded. Both keys of a
+//! step are written in one atomic batch.
+//!
+//! Durability is by group commit: [`RunHandle::record_step_finished`] writes without waiting,
+//! [`RunHandle::commit`] makes everything written so far durable with one flush and `fsync`,
+//! then rewrites `live.json`. [`RunHandle::step_finished`] is both in one call; callers on
+//! several threads that finish steps at the same moment share a flush.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use super::error::{Result, StoreError};
+use super::lock::{DbKind, OwnerLock, flush_db, open_db};
+use super::logs::LogWriter;
+use super::model::{CommitStats, LogStream, RunRecord, RunStatus, StepRecord, StepStatus};
+use super::{LiveSnapshot, Store, format, write_atomically};
+
+/// The owner's handle on a run: records steps, logs and the end of the run. Obtained from
+/// [`Store::create_run`] or [`Store::resume_run`]; `Send + Sync`, so the engine may share it
+/// (in an `Arc`) between the dispatcher and step tasks.
+///
+/// How the engine uses it: at each dispatcher turn, record every step that finished in that
+/// turn with [`RunHandle::record_step_finished`], call [`RunHandle::commit`] once, and only
+/// then report those steps as done (events, progress, the terminal). Dropping the handle
+/// without [`RunHandle::finish`] leaves the run `interrupted`, ready for `resume`.
+#[derive(Debug)]
+pub struct RunHandle {
+    store: Store,
+    id: String,
+    dir: PathBuf,
+    db_dir: PathBuf,
+    db: sled::Db,
+    state: Mutex<State>,
+    /// Serialises commits (and so `live.json` writes); held across the flush, while `state`
+    /// is not, so steps can be recorded during a flush and ride on the next one.
+    commit_lock: Mutex<()>,
+    logs: Mutex<HashMap<String, LogWriter>>,
+    owner: OwnerLock,
+}
+
+#[derive(Debug)]
+struct State {
+    record: RunRecord,
+    next_seq: u64,
+    /// Step id → (sequence number, position in `live`).
+    positions: HashMap<String, (u64, usize)>,
+    /// The steps as `live.json` shows them (no outputs).
+    live: Vec<StepRecord>,
+    /// Writes (step starts, step finishes, the run's end) made so far, numbered from 1.
+    written: u64,
+    /// The number of the last write that was a finish.
+    last_finish: u64,
+    /// The writes known to be on disk (all those numbered up to this).
+    durable: u64,
+    /// Whether `live` changed since `live.json` was last written.
+    live_dirty: bool,
+    stats: CommitStats,
+}
+
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn step_key(seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b's');
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn id_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(b'i');
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn without_outputs(rec: &StepRecord) -> StepRecord {
+    StepRecord {
+        outputs: serde_json::Value::Null,
+        ..rec.clone()
+    }
+}
+
+/// A run database's content: the record and the steps with their sequence numbers, in order.
+type Loaded = (RunRecord, Vec<(u64, StepRecord)>);
+
+/// Read a run database. `None` if it holds no record (creation was cut short).
+fn load(db: &sled::Db, path: &Path) -> Result<Option<Loaded>> {
+    let Some(bytes) = db.get(b"run").map_err(StoreError::db(path))? else {
+        return Ok(None);
+    };
+    let record: RunRecord =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(path, e))?;
+    let mut steps = Vec::new();
+    for kv in db.scan_prefix(b"s") {
+        let (k, v) = kv.map_err(StoreError::db(path))?;
+        let seq: [u8; 8] = k[1..]
+            .try_into()
+            .map_err(|_| StoreError::corrupt(path, "a step key is not 9 bytes long"))?;
+        let rec: StepRecord =
+            serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(path, e))?;
+        steps.push((u64::from_be_bytes(seq), rec));
+    }
+    Ok(Some((record, steps)))
+}
+
+/// Read a run database for display: the record and the steps in order.
+pub(crate) fn read_run_db(
+    db: &sled::Db,
+    path: &Path,
+) -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
+    Ok(load(db, path)?.map(|(r, steps)| (r, steps.into_iter().map(|(_, s)| s).collect())))
+}
+
+/// Steps stored as running when their run's owner died read as interrupted.
+pub(crate) fn mark_interrupted(steps: &mut [StepRecord]) {
+    for s in steps {
+        if s.status == StepStatus::Running {
+            s.status = StepStatus::Interrupted;
+        }
+    }
+}
+
+impl RunHandle {
+    /// A new run: its database, record and `live.json`. The caller holds `owner` and has
+    /// created `dir`.
+    pub(crate) fn create(
+        store: Store,
+        dir: PathBuf,
+        record: RunRecord,
+        owner: OwnerLock,
+    ) -> Result<RunHandle> {
+        let db_dir = dir.join("db");
+        let db = open_db(&db_dir, DbKind::Run, store.options().lock_timeout)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            b"format".as_slice(),
+            format::CURRENT_FORMAT.to_string().as_bytes(),
+        );
+        batch.insert(
+            b"run".as_slice(),
+            serde_json::to_vec(&record).expect("records serialise"),
+        );
+        db.apply_batch(batch).map_err(StoreError::db(&db_dir))?;
+        flush_db(&db, &db_dir)?;
+        let handle = RunHandle {
+            id: record.id.clone(),
+            store,
+            dir,
+            db_dir,
+            db,
+            state: Mutex::new(State {
+                record,
+                next_seq: 0,
+                positions: HashMap::new(),
+                live: Vec::new(),
+                written: 0,
+                last_finish: 0,
+                durable: 0,
+                live_dirty: true,
+                stats: CommitStats::default(),
+            }),
+            commit_lock: Mutex::new(()),
+            logs: Mutex::new(HashMap::new()),
+            owner,
+        };
+        handle.commit()?;
+        Ok(handle)
+    }
+
+    /// Take over an existing run (the caller holds `owner`): returns the handle, the record
+    /// as it was, and the steps with running ones marked interrupted.
+    pub(crate) fn resume(
+        store: Store,
+        dir: PathBuf,
+        id: &str,
+        owner: OwnerLock,
+    ) -> Result<(RunHandle, RunRecord, Vec<StepRecord>)> {
+        let db_dir = dir.join("db");
+        // A reader may hold the database for a moment; wait for it.
+        let db = open_db(&db_dir, DbKind::Run, store.options().lock_timeout)?;
+        let Some((before, stored)) = load(&db, &db_dir)? else {
+            return Err(StoreError::corrupt(
+                &db_dir,
+                format!("run {id} has no stored record"),
+            ));
+        };
+        let mut steps: Vec<StepRecord> = stored.iter().map(|(_, s)| s.clone()).collect();
+        mark_interrupted(&mut steps);
+        let mut record = before.clone();
+        record.status = RunStatus::Running;
+        record.finished_at_ms = None;
+        record.pid = std::process::id();
+        record.resumes += 1;
+        db.insert(
+            b"run",
+            serde_json::to_vec(&record).expect("records serialise"),
+        )
+        .map_err(StoreError::db(&db_dir))?;
+        flush_db(&db, &db_dir)?;
+        let mut positions = HashMap::new();
+        let mut live = Vec::new();
+        for ((seq, _), step) in stored.iter().zip(&steps) {
+            positions.insert(step.id.clone(), (*seq, live.len()));
+            live.push(without_outputs(step));
+        }
+        let next_seq = stored.last().map_or(0, |(seq, _)| seq + 1);
+        let handle = RunHandle {
+            store,
+            id: id.to_owned(),
+            dir,
+            db_dir,
+            db,
+            state: Mutex::new(State {
+                record,
+                next_seq,
+                positions,
+                live,
+                written: 0,
+                last_finish: 0,
+                durable: 0,
+                live_dirty: true,
+                stats: CommitStats::default(),
+            }),
+            commit_lock: Mutex::new(()),
+            logs: Mutex::new(HashMap::new()),
+            owner,
+        };
+        handle.commit()?;
+        Ok((handle, before, steps))
+    }
+
+    /// The run's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The run's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The run's record as it stands.
+    pub fn record(&self) -> RunRecord {
+        guard(&self.state).record.clone()
+    }
+
+    /// How much committing and flushing this handle has done.
+    pub fn stats(&self) -> CommitStats {
+        guard(&self.state).stats
+    }
+
+    /// Whether `ckflow cancel` (or MCP `CancelRun`) asked for this run to stop. Cheap (one
+    /// `stat`): poll it every few hundred milliseconds.
+    pub fn cancel_requested(&self) -> bool {
+        self.dir.join("cancel").exists()
+    }
+
+    /// Write a step's record; returns the write's number (the commit target for a finish)
+    /// target for this one).
+    fn write_step(&self, rec: &StepRecord, finished: bool) -> Result<u64> {
+        let mut st = guard(&self.state);
+        let mut batch = sled::Batch::default();
+        let (seq, pos) = match st.positions.get(&rec.id) {
+            Some(&p) => p,
+            None => {
+                let seq = st.next_seq;
+                let pos = st.live.len();
+                batch.insert(id_key(&rec.id), seq.to_be_bytes().as_slice());
+                (seq, pos)
+            }
+        };
+        batch.insert(
+            step_key(seq),
+            serde_json::to_vec(rec).expect("records serialise"),
+        );
+        self.db
+            .apply_batch(batch)
+            .map_err(StoreError::db(&self.db_dir))?;
+        if pos == st.live.len() {
+            st.next_seq += 1;
+            st.positions.insert(rec.id.clone(), (seq, pos));
+            st.live.push(without_outputs(rec));
+        } else {
+            st.live[pos] = without_outputs(rec);
+        }
+        st.live_dirty = true;
+        st.written += 1;
+        if finished {
+            st.last_finish = st.written;
+            st.stats.steps_finished += 1;
+        }
+        Ok(st.written)
+    }
+
+    /// Record that a step (attempt) started. Not flushed by itself (the next commit takes it
+    /// along): a step that was running when the process died runs again on resume anyway.
+    /// `live.json` shows it at once unless finishes are waiting for a commit, then at that
+    /// commit.
+    pub fn step_started(&self, rec: &StepRecord) -> Result<()> {
+        self.write_step(rec, false)?;
+        self.write_live_if_clean()
+    }
+
+    /// Record a step's finish without waiting for the disk; also closes the step's log
+    /// (writing its truncation mark). It is durable, and shown in `live.json`, after the
+    /// next [`RunHandle::commit`]. Do not report the step done before that commit returns.
+    pub fn record_step_finished(&self, rec: &StepRecord) -> Result<()> {
+        if let Some(w) = guard(&self.logs).get_mut(&rec.id) {
+            w.close()?;
+        }
+        self.write_step(rec, true)?;
+        Ok(())
+    }
+
+    /// Record a step's finish and return once it is on disk. Equivalent to
+    /// [`RunHandle::record_step_finished`] then [`RunHandle::commit`], except that threads
+    /// finishing steps at the same moment share one flush.
+    pub fn step_finished(&self, rec: &StepRecord) -> Result<()> {
+        if let Some(w) = guard(&self.logs).get_mut(&rec.id) {
+            w.close()?;
+        }
+        let target = self.write_step(rec, true)?;
+        self.commit_to(Some(target))
+    }
+
+    /// Make everything recorded so far durable (one sled flush and one `fsync` for all of
+    /// it, none if there is nothing new) and rewrite `live.json`.
+    pub fn commit(&self) -> Result<()> {
+        self.commit_to(None)
+    }
+
+    /// Commit until at least write `target` is durable (`None`: all written so far).
+    fn commit_to(&self, target: Option<u64>) -> Result<()> {
+        let _commit = guard(&self.commit_lock);
+        let (upto, need_flush, snapshot) = {
+            let mut st = guard(&self.state);
+            st.stats.commits += 1;
+            match target {
+                // Another commit already flushed this caller's finish.
+                Some(t) if st.durable >= t => return Ok(()),
+                None if st.durable >= st.written && !st.live_dirty => return Ok(()),
+                _ => {}
+            }
+            st.live_dirty = false;
+            (st.written, st.written > st.durable, self.snapshot(&st))
+        };
+        if need_flush {
+            flush_db(&self.db, &self.db_dir)?;
+            let mut st = guard(&self.state);
+            st.durable = st.durable.max(upto);
+            st.stats.flushes += 1;
+        }
+        write_atomically(&self.dir.join("live.json"), &snapshot)
+    }
+
+    /// Rewrite `live.json` if every recorded finish is already durable (so the snapshot shows
+    /// nothing that a crash could still take back).
+    fn write_live_if_clean(&self) -> Result<()> {
+        let _commit = guard(&self.commit_lock);
+        let snapshot = {
+            let mut st = guard(&self.state);
+            if st.last_finish > st.durable || !st.live_dirty {
+                return Ok(());
+            }
+            st.live_dirty = false;
+            self.snapshot(&st)
+        };
+        write_atomically(&self.dir.join("live.json"), &snapshot)
+    }
+
+    fn snapshot(&self, st: &State) -> Vec<u8> {
+        let snapshot = LiveSnapshot {
+            run: RunRecord {
+                source: String::new(),
+                ..st.record.clone()
+            },
+            steps: st.live.clone(),
+        };
+        serde_json::to_vec(&snapshot).expect("snapshots serialise")
+    }
+
+    /// Append output to a step's log (split into lines, each prefixed by its stream),
+    /// honouring the log cap. Lines are written straight to the file, so `ckflow logs
+    /// --follow` sees them at once. Pass redacted text.
+    pub fn append_log(&self, step: &str, stream: LogStream, text: &str) -> Result<()> {
+        let mut logs = guard(&self.logs);
+        let writer = match logs.get_mut(step) {
+            Some(w) => w,
+            None => {
+                let w = LogWriter::open(
+                    self.store.log_path(&self.id, step),
+                    self.store.options().log_cap_bytes,
+                )?;
+                logs.entry(step.to_owned()).or_insert(w)
+            }
+        };
+        writer.append(stream, text)
+    }
+
+    /// End the run: close the logs, write the final status and time, flush, write the last
+    /// `live.json`, update the index (enforcing [`super::StoreOptions::keep_runs`]) and give
+    /// up ownership. Returns the final record.
+    pub fn finish(self, status: RunStatus, finished_at_ms: u64) -> Result<RunRecord> {
+        for w in guard(&self.logs).values_mut() {
+            w.close()?;
+        }
+        let record = {
+            let mut st = guard(&self.state);
+            st.record.status = status;
+            st.record.finished_at_ms = Some(finished_at_ms);
+            self.db
+                .insert(
+                    b"run",
+                    serde_json::to_vec(&st.record).expect("records serialise"),
+                )
+                .map_err(StoreError::db(&self.db_dir))?;
+            st.written += 1;
+            st.last_finish = st.written;
+            st.live_dirty = true;
+            st.record.clone()
+        };
+        self.commit()?;
+        let RunHandle {
+            store,
+            id,
+            db,
+            owner,
+            ..
+        } = self;
+        drop(db);
+        let summary = record.summary();
+        let keep = store.options().keep_runs;
+        let victims = store.visit(|ix| {
+            let runs = ix.runs.clone();
+            ix.put(&runs, summary.id.as_bytes(), &summary)?;
+            match keep {
+                // Cheap check first: only look at every row when the cap is exceeded.
+                Some(keep) if ix.runs.len() > keep => {
+                    let options = super::GcOptions {
+                        older_than: None,
+                        keep: Some(keep),
+                    };
+                    store.select_victims(ix, &options, finished_at_ms, Some(&id))
+                }
+                _ => Ok(Vec::new()),
+            }
+        })?;
+        for victim in victims {
+            store.remove_run_dir(&victim);
+        }
+        owner.release();
+        Ok(record)
+    }
+}
