@@ -7,8 +7,10 @@
 
 pub mod cli;
 pub mod engine;
+pub mod mcp;
 pub mod plan;
 pub mod report;
+pub mod runner;
 pub mod store;
 pub mod template;
 pub mod tools;

@@ -299,6 +299,7 @@ fn create_finish_list_and_get_round_trip() {
         class: "auth_failed".to_owned(),
         code: Some("AUTH_FAILED".to_owned()),
         message: "denied".to_owned(),
+        details: None,
     });
     failed.routing = vec![json!({"rule": 0, "route": "check_credentials", "then": "fail"})];
     let mut recovery = step("push.recovery.1", StepStatus::Succeeded, T0 + 20);

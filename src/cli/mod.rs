@@ -7,11 +7,18 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod cancel;
+pub mod gc;
 pub mod graph;
+pub mod logs;
+pub mod mcp;
 pub mod plan;
 pub mod render;
+pub mod resume;
 pub mod run;
+pub mod runs;
 pub mod schema;
+pub mod sessions;
 pub mod tools;
 pub mod validate;
 
@@ -54,6 +61,20 @@ pub enum Command {
     Schema,
     /// List the tools of the registry, or show one with its schemas.
     Tools(tools::Args),
+    /// Serve MCP: stdio by default, streamable HTTP with `--http ADDR`.
+    Mcp(mcp::Args),
+    /// List past and running runs, or show one (`runs show ID`).
+    Runs(runs::Args),
+    /// Print a run's step logs (`--follow` to keep printing).
+    Logs(logs::Args),
+    /// Cancel a running run, from any shell.
+    Cancel(cancel::Args),
+    /// Continue a run that was interrupted, cancelled or failed.
+    Resume(resume::Args),
+    /// List, show or remove sessions.
+    Sessions(sessions::Args),
+    /// Remove old runs (retention) and expired sessions.
+    Gc(gc::Args),
 }
 
 /// Whether stderr is a terminal that wants colour.
@@ -88,6 +109,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Graph(a) => graph::run(a),
         Command::Schema => schema::run(),
         Command::Tools(a) => tools::run(a),
+        Command::Mcp(a) => mcp::run(a, cli.state_dir),
+        Command::Runs(a) => runs::run(a, cli.state_dir),
+        Command::Logs(a) => logs::run(a, cli.state_dir),
+        Command::Cancel(a) => cancel::run(a, cli.state_dir),
+        Command::Resume(a) => resume::run(a, cli.state_dir),
+        Command::Sessions(a) => sessions::run(a, cli.state_dir),
+        Command::Gc(a) => gc::run(a, cli.state_dir),
     }
 }
 

@@ -1,8 +1,9 @@
-//! `ckflow run FILE|NAME`: load, check and plan a workflow, resolve its inputs, run it with
-//! the engine on a multi-thread runtime, and report: live progress or plain lines on
+//! `ckflow run FILE|NAME`: load, check and plan a workflow, resolve its inputs, run it
+//! through the [`Runner`] (recorded in the state store, in a session; `--no-store` runs the
+//! engine alone) on a multi-thread runtime, and report: live progress or plain lines on
 //! stderr, JSON lines with `--events`, the report on stdout with `--json`. Ctrl-C and
 //! SIGTERM cancel (a second one stops `finally` too). Exit 0 ok, 1 failed, 2 invalid,
-//! 130 cancelled.
+//! 130 cancelled. [`drive`] is shared with `ckflow resume`.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,10 +14,14 @@ use indexmap::IndexMap;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::mpsc::UnboundedSender;
+
 use super::{color_stderr, exit, render};
 use crate::engine::{Event, EventKind, Redactor, RunOptions};
 use crate::report::json_lines::JsonLines;
 use crate::report::terminal::Terminal;
+use crate::runner::{RunRequest, Runner, RunnerError, StartedRun};
+use crate::store::{self, Store};
 use crate::{Engine, Plan, RunReport, ToolRegistry};
 
 /// Arguments of `ckflow run`.
@@ -45,9 +50,20 @@ pub struct Args {
     /// Check the workflow and the inputs and print the plan; run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The session the run belongs to (its workspace and shared context); default
+    /// `default`, one per project.
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<String>,
+    /// A label for the session, `KEY=VALUE` (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Do not record the run in the state store: no `ckflow runs`, `logs`, `resume` or
+    /// shared context for it.
+    #[arg(long)]
+    pub no_store: bool,
 }
 
-/// Run it. `state_dir` is the global `--state-dir` (the session workspace lives under it).
+/// Run it. `state_dir` is the global `--state-dir`.
 pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let project = project_dir(&cwd);
@@ -62,7 +78,7 @@ pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
     let Some(workflow) = super::load_or_report(&path, &registry) else {
         return exit::INVALID;
     };
-    let given = match given_inputs(&a) {
+    let given = match given_inputs(&a.inputs_file, &a.inputs) {
         Ok(g) => g,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -78,11 +94,138 @@ pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
         }
     };
     let redactor = Redactor::new(workflow.secret_values(&inputs));
-    let plan = Arc::new(Plan::new(Arc::new(workflow), &registry));
+    let workflow = Arc::new(workflow);
     if a.dry_run {
+        let plan = Plan::new(Arc::clone(&workflow), &registry);
         return dry_run(&plan, &inputs, &redactor, a.json);
     }
-    let events_out: Option<Box<dyn Write + Send>> = match a.events.as_deref() {
+    let reporting = Reporting {
+        json: a.json,
+        events: a.events.clone(),
+    };
+    let state = state_dir.unwrap_or_else(|| Store::default_dir(&project));
+    if a.no_store {
+        return run_unrecorded(registry, workflow, inputs, &a, project, &state, &reporting);
+    }
+    let Some(store) = open_store(&state) else {
+        return exit::FAILED;
+    };
+    let runner = Arc::new(Runner::with_store(registry, project, store).with_sweep_on_start(true));
+    let request = RunRequest {
+        workflow,
+        inputs,
+        session_id: Some(
+            a.session
+                .clone()
+                .unwrap_or_else(|| store::DEFAULT_SESSION.to_owned()),
+        ),
+        labels: a.labels.clone(),
+        max_parallel: a.max_parallel.map(|n| n as usize),
+        events: None,
+    };
+    drive(&reporting, |events| {
+        let started = runner.start(RunRequest { events, ..request })?;
+        Ok(Driven::from_runner(&runner, started))
+    })
+}
+
+/// Open the state store for a command; on failure print why.
+pub(crate) fn open_store(dir: &Path) -> Option<Store> {
+    match Store::open(dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+/// `--no-store`: the engine alone, as a library user would run it.
+fn run_unrecorded(
+    registry: Arc<ToolRegistry>,
+    workflow: Arc<crate::Workflow>,
+    inputs: serde_json::Map<String, Value>,
+    a: &Args,
+    project: PathBuf,
+    state: &Path,
+    reporting: &Reporting,
+) -> i32 {
+    let workspace = state.join("workspace");
+    if let Err(e) = std::fs::create_dir_all(&workspace) {
+        eprintln!(
+            "error: cannot create the workspace {}: {e}",
+            workspace.display()
+        );
+        return exit::FAILED;
+    }
+    let plan = Arc::new(Plan::new(workflow, &registry));
+    let max_parallel = a.max_parallel.map(|n| n as usize);
+    drive(reporting, move |events| {
+        let cancel = CancellationToken::new();
+        let finally_cancel = CancellationToken::new();
+        let opts = RunOptions {
+            inputs,
+            max_parallel,
+            project_dir: project,
+            workspace,
+            cancel: cancel.clone(),
+            finally_cancel: finally_cancel.clone(),
+            ..RunOptions::default()
+        };
+        let events = events.unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().0);
+        let report =
+            tokio::spawn(async move { Engine::new(registry).run(plan, opts, events).await });
+        Ok(Driven {
+            report,
+            cancel: Arc::new(move || {
+                if cancel.is_cancelled() {
+                    finally_cancel.cancel();
+                }
+                cancel.cancel();
+            }),
+        })
+    })
+}
+
+/// How a command reports a run it drives (`run`, `resume`).
+pub(crate) struct Reporting {
+    /// `--json`: the report on stdout, nothing else.
+    pub json: bool,
+    /// `--events FILE|-`.
+    pub events: Option<String>,
+}
+
+/// A run going on, as [`drive`] needs it.
+pub(crate) struct Driven {
+    /// Its report, at the end.
+    pub report: tokio::task::JoinHandle<RunReport>,
+    /// Called on each Ctrl-C / SIGTERM (the second stops `finally` too).
+    pub cancel: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Driven {
+    /// A run started by the runner.
+    pub(crate) fn from_runner(runner: &Arc<Runner>, started: StartedRun) -> Driven {
+        let runner = Arc::clone(runner);
+        let id = started.run_id;
+        Driven {
+            report: started.report,
+            cancel: Arc::new(move || {
+                let _ = runner.cancel(&id);
+            }),
+        }
+    }
+}
+
+/// Start a run on a fresh runtime and report it: live progress or plain lines on stderr,
+/// JSON lines with `--events`, the report with `--json`; Ctrl-C and SIGTERM cancel. `start`
+/// gets the events channel (`None` when nobody reads events) and runs inside the runtime.
+/// Returns the exit code.
+pub(crate) fn drive(
+    reporting: &Reporting,
+    start: impl FnOnce(Option<UnboundedSender<Event>>) -> Result<Driven, RunnerError>,
+) -> i32 {
+    let events_out: Option<Box<dyn Write + Send>> = match reporting.events.as_deref() {
         None => None,
         Some("-") => Some(Box::new(std::io::stdout())),
         Some(file) => match std::fs::File::create(file) {
@@ -93,15 +236,6 @@ pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
             }
         },
     };
-    let state = state_dir.unwrap_or_else(|| project.join(".ckflow"));
-    let workspace = state.join("workspace");
-    if let Err(e) = std::fs::create_dir_all(&workspace) {
-        eprintln!(
-            "error: cannot create the workspace {}: {e}",
-            workspace.display()
-        );
-        return exit::FAILED;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,62 +246,79 @@ pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
             return exit::FAILED;
         }
     };
-    let terminal =
-        (!a.json).then(|| Terminal::stderr(std::io::stderr().is_terminal(), color_stderr()));
-    let opts = RunOptions {
-        inputs,
-        max_parallel: a.max_parallel.map(|n| n as usize),
-        project_dir: project,
-        workspace,
-        ..RunOptions::default()
-    };
-    let quiet = a.json;
-    let report = runtime.block_on(execute(registry, plan, opts, terminal, events_out, quiet));
+    let terminal = (!reporting.json)
+        .then(|| Terminal::stderr(std::io::stderr().is_terminal(), color_stderr()));
+    let quiet = reporting.json;
+    let outcome = runtime.block_on(execute(start, terminal, events_out, quiet));
     runtime.shutdown_timeout(Duration::from_millis(200));
-    let Some(report) = report else {
-        return exit::FAILED;
+    let report = match outcome {
+        Ok(Some(report)) => report,
+        Ok(None) => return exit::FAILED,
+        Err(e) => return runner_error(e),
     };
-    if a.json {
+    if reporting.json {
         stdout(format!(
             "{}\n",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         ));
     }
+    if let Some(e) = &report.error {
+        eprintln!("error: {e}");
+    }
     report.exit_code()
 }
 
+/// Print why the runner refused, and the exit code for it.
+pub(crate) fn runner_error(e: RunnerError) -> i32 {
+    match e {
+        RunnerError::Invalid(d) => {
+            eprint!("{}", render::diagnostics(&d.0, color_stderr()));
+            exit::INVALID
+        }
+        // A bad id, an unknown session: the request is wrong, the store is fine.
+        RunnerError::Store(ref s) if !s.is_critical() => {
+            eprintln!("error: {e}");
+            exit::INVALID
+        }
+        RunnerError::NotFound(_) | RunnerError::Running(_) => {
+            eprintln!("error: {e}");
+            exit::INVALID
+        }
+        RunnerError::Store(_) => {
+            eprintln!("error: {e}");
+            exit::FAILED
+        }
+    }
+}
+
 /// Print to stdout; a closed pipe (`| head`) is not worth a panic.
-fn stdout(text: String) {
+pub(crate) fn stdout(text: String) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-/// Run on the runtime: signals, the engine, and the reporters on a blocking thread.
+/// Run on the runtime: signals, the run, and the reporters on a blocking thread.
 async fn execute(
-    registry: Arc<ToolRegistry>,
-    plan: Arc<Plan>,
-    mut opts: RunOptions,
+    start: impl FnOnce(Option<UnboundedSender<Event>>) -> Result<Driven, RunnerError>,
     terminal: Option<Terminal>,
     events_out: Option<Box<dyn Write + Send>>,
     quiet: bool,
-) -> Option<RunReport> {
-    let cancel = CancellationToken::new();
-    let finally_cancel = CancellationToken::new();
-    opts.cancel = cancel.clone();
-    opts.finally_cancel = finally_cancel.clone();
+) -> Result<Option<RunReport>, RunnerError> {
     // Register the handlers before any step starts: from here on Ctrl-C is ours.
-    let signals = listen_for_signals(cancel, finally_cancel, quiet);
-
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let signals = Signals::register();
     if terminal.is_none() && events_out.is_none() {
-        // Nobody reads the events (`--json`): with the receiver gone, none are even made.
-        drop(rx);
-        let report = Engine::new(registry).run(plan, opts, tx).await;
-        if let Some(s) = signals {
-            s.abort();
+        // Nobody reads the events (`--json`): none are even sent.
+        let driven = start(None)?;
+        let listener = signals.map(|s| s.listen(Arc::clone(&driven.cancel), quiet));
+        let report = join(driven.report).await;
+        if let Some(l) = listener {
+            l.abort();
         }
-        return Some(report);
+        return Ok(report);
     }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let driven = start(Some(tx))?;
+    let listener = signals.map(|s| s.listen(Arc::clone(&driven.cancel), quiet));
     let reporter = tokio::task::spawn_blocking(move || {
         let mut sinks = Sinks {
             terminal,
@@ -195,15 +346,18 @@ async fn execute(
         (sinks.terminal, sinks.error)
     });
 
-    let report = Engine::new(registry).run(plan, opts, tx).await;
-    if let Some(s) = signals {
-        s.abort();
+    let report = join(driven.report).await;
+    if let Some(l) = listener {
+        l.abort();
     }
+    let Some(report) = report else {
+        return Ok(None);
+    };
     let (terminal, sink_error) = match reporter.await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: the reporter stopped: {e}");
-            return None;
+            return Ok(None);
         }
     };
     if let Some(e) = sink_error {
@@ -212,7 +366,19 @@ async fn execute(
     if let Some(mut t) = terminal {
         t.finish(&report);
     }
-    Some(report)
+    Ok(Some(report))
+}
+
+/// The run's report; a panic in the engine goes on panicking here.
+async fn join(report: tokio::task::JoinHandle<RunReport>) -> Option<RunReport> {
+    match report.await {
+        Ok(r) => Some(r),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => {
+            eprintln!("error: the run stopped: {e}");
+            None
+        }
+    }
 }
 
 /// Where the events of a run go in the CLI.
@@ -249,40 +415,57 @@ impl Sinks {
     }
 }
 
-/// SIGINT / SIGTERM: the first cancels the run, the second stops `finally` too.
-fn listen_for_signals(
-    cancel: CancellationToken,
-    finally_cancel: CancellationToken,
-    quiet: bool,
-) -> Option<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        eprintln!("error: cannot listen for Ctrl-C; it will stop ckflow without running `finally`");
-        return None;
-    };
-    Some(tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+/// SIGINT and SIGTERM, registered before a run starts.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Some(Signals { int, term }),
+            _ => {
+                eprintln!(
+                    "error: cannot listen for Ctrl-C; it will stop ckflow without running `finally`"
+                );
+                None
+            }
         }
-        cancel.cancel();
-        if !quiet {
-            eprintln!(
-                "cancelling: no new steps start, running steps are stopped, `finally` runs (again to stop it too)"
-            );
-        }
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        finally_cancel.cancel();
-        if !quiet {
-            eprintln!("cancelling `finally` too");
-        }
-    }))
+    }
+
+    /// The first signal cancels the run, the second stops `finally` too (`cancel` is called
+    /// once per signal).
+    fn listen(
+        mut self,
+        cancel: Arc<dyn Fn() + Send + Sync>,
+        quiet: bool,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.int.recv() => {}
+                _ = self.term.recv() => {}
+            }
+            cancel();
+            if !quiet {
+                eprintln!(
+                    "cancelling: no new steps start, running steps are stopped, `finally` runs (again to stop it too)"
+                );
+            }
+            tokio::select! {
+                _ = self.int.recv() => {}
+                _ = self.term.recv() => {}
+            }
+            cancel();
+            if !quiet {
+                eprintln!("cancelling `finally` too");
+            }
+        })
+    }
 }
 
 /// `--dry-run`: the plan and the resolved inputs (secrets masked).
@@ -354,9 +537,12 @@ pub fn resolve_workflow(arg: &str, project: &Path) -> Result<PathBuf, String> {
 }
 
 /// `--inputs-file` first, then every `-i KEY=VALUE` over it.
-fn given_inputs(a: &Args) -> Result<IndexMap<String, Value>, String> {
+pub(crate) fn given_inputs(
+    inputs_file: &Option<PathBuf>,
+    inputs: &[String],
+) -> Result<IndexMap<String, Value>, String> {
     let mut given = IndexMap::new();
-    if let Some(f) = &a.inputs_file {
+    if let Some(f) = inputs_file {
         let text =
             std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
         let v: Value = serde_yaml::from_str(&text)
@@ -372,7 +558,7 @@ fn given_inputs(a: &Args) -> Result<IndexMap<String, Value>, String> {
             }
         }
     }
-    for kv in &a.inputs {
+    for kv in inputs {
         let Some((k, v)) = kv.split_once('=') else {
             return Err(format!("`-i {kv}`: inputs are given as KEY=VALUE"));
         };

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::{Refs, StepTemplates, has_template, render_at, root};
 use super::event::{Emitter, Event, EventKind};
 use super::executor::{self, Call, Done};
+use super::record::{CommitFuture, FinishedStep, Recorder, ResumeState, SharedOutput};
 use super::redact::Redactor;
 use super::retry::{self, Prng};
 use super::routing::{self, Fired};
@@ -35,7 +36,7 @@ use crate::report::{
     RoutingRecord, RuleSource, RunReport, RunStatus, SkipReason, StepReport, StepStatus,
 };
 use crate::template;
-use crate::tools::{Progress, ProgressFn, ToolContext, ToolError, ToolRegistry};
+use crate::tools::{ContextSink, Progress, ProgressFn, ToolContext, ToolError, ToolRegistry};
 use crate::workflow::model::{ErrorClass, Then, When};
 
 const MAIN: u8 = 0;
@@ -164,6 +165,8 @@ struct StepState {
     tolerated: bool,
     routing: Vec<RoutingRecord>,
     skipped_reason: Option<SkipReason>,
+    /// When it finished (for the record).
+    finished: Option<Instant>,
 }
 
 /// What a settled step means to the steps that need it.
@@ -234,6 +237,21 @@ pub(crate) struct Dispatcher {
     fail_fast_tripped: bool,
     main_failed: bool,
     finally_failed: bool,
+    /// Where the run is recorded; `None` when it is not (or the store broke).
+    recorder: Option<Arc<dyn Recorder>>,
+    context_sink: Option<Arc<dyn ContextSink>>,
+    /// Steps that finished but are not committed yet (not reported, dependents not told).
+    uncommitted: Vec<StepKey>,
+    /// The commit in flight and the steps it carries, with their slots.
+    inflight: Option<Inflight>,
+    /// The slot of the job whose result is being handled (recorded runs only).
+    permit_in_hand: Option<OwnedSemaphorePermit>,
+    /// Slots of finished steps waiting for their commit.
+    held_permits: Vec<OwnedSemaphorePermit>,
+    /// The store failed: the run stops and fails with this message.
+    store_error: Option<String>,
+    /// Resume: the steps kept from before.
+    resume: Option<ResumeState>,
 }
 
 impl Dispatcher {
@@ -248,7 +266,7 @@ impl Dispatcher {
         secrets.extend(opts.secrets.iter().cloned());
         let redactor = Redactor::new(secrets);
         let secrets = Arc::new(redactor.secrets().to_vec());
-        let emitter = Emitter::new(events, run_id.clone(), redactor);
+        let emitter = Emitter::new(events, opts.recorder.clone(), run_id.clone(), redactor);
         let limit = opts
             .max_parallel
             .map_or(plan.concurrency, |m| m.min(plan.concurrency))
@@ -323,6 +341,14 @@ impl Dispatcher {
             fail_fast_tripped: false,
             main_failed: false,
             finally_failed: false,
+            recorder: opts.recorder,
+            context_sink: opts.context_sink,
+            uncommitted: Vec::new(),
+            inflight: None,
+            permit_in_hand: None,
+            held_permits: Vec::new(),
+            store_error: None,
+            resume: opts.resume,
             plan,
         };
         d.render_workflow_env();
@@ -335,6 +361,7 @@ impl Dispatcher {
             workflow: self.plan.workflow.doc.name.clone(),
             steps: self.plan.len(),
         });
+        self.keep_resumed();
         self.start_dag(MAIN);
         loop {
             self.check_stop();
@@ -345,6 +372,7 @@ impl Dispatcher {
                     break;
                 }
             }
+            self.start_commit();
             if self.dags[self.phase as usize].unsettled == 0 {
                 if self.phase == MAIN {
                     self.enter_finally();
@@ -380,6 +408,9 @@ impl Dispatcher {
                     self.fire_timers()
                 }
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                Some(result) = commit_done(&mut self.inflight), if self.inflight.is_some() => {
+                    self.on_committed(result)
+                }
             }
         }
         // Every unit has answered; reap the tasks (they end right after answering).
@@ -436,11 +467,13 @@ impl Dispatcher {
         let plan = Arc::clone(&self.plan);
         let dag = if d == MAIN { &plan.main } else { &plan.finally };
         for s in &dag.steps {
-            if s.needs.is_empty() {
-                self.ready_step(StepKey {
-                    dag: d,
-                    idx: s.index as u32,
-                });
+            let k = StepKey {
+                dag: d,
+                idx: s.index as u32,
+            };
+            // Steps kept by a resume are settled already.
+            if s.needs.is_empty() && self.st(k).status == StepStatus::Pending {
+                self.ready_step(k);
             }
         }
     }
@@ -688,6 +721,7 @@ impl Dispatcher {
     fn tool_context(&self, u: UnitKey, label: String) -> ToolContext {
         ToolContext {
             cancel: self.phase_token().child_token(),
+            context_sink: self.context_sink.clone(),
             progress: self.progress_fn(u),
             env: IndexMap::new(),
             project_dir: self.project_dir.clone(),
@@ -731,8 +765,18 @@ impl Dispatcher {
 
     fn spawn(&mut self, job: Job, call: Call, permit: OwnedSemaphorePermit) {
         self.unit(job.unit).state = UnitState::Running;
-        self.tasks
-            .spawn(executor::run(call, job, permit, self.tx.clone()));
+        // A recorded step with effects keeps its slot until its finish is committed, so a
+        // crash can make at most `max_parallel` such steps run again. A tool that changes
+        // nothing (`noop`, `share_context` …) may simply run again: its slot is freed at once.
+        let keep_permit =
+            self.recorder.is_some() && (call.tool.destructive() || call.tool.host_exec());
+        self.tasks.spawn(executor::run(
+            call,
+            job,
+            permit,
+            self.tx.clone(),
+            keep_permit,
+        ));
     }
 
     /// Answer a job at once, without a task (it could not even start).
@@ -742,6 +786,7 @@ impl Dispatcher {
             key: job,
             result: Err(err),
             duration: Duration::ZERO,
+            permit: None,
         });
     }
 
@@ -878,11 +923,14 @@ impl Dispatcher {
 
     fn on_done(&mut self, done: Done<Job>) {
         let job = done.key;
+        // If this result finishes its step, `announce` keeps the slot until the commit.
+        self.permit_in_hand = done.permit;
         if job.recovery {
             self.on_recovery(job.unit, done.result, done.duration);
         } else {
             self.on_attempt(job.unit, done.result);
         }
+        self.permit_in_hand = None;
     }
 
     /// What a result means while the phase is stopping: no retries, no routing.
@@ -1175,6 +1223,7 @@ impl Dispatcher {
         };
         st.tolerated = status == StepStatus::Failed && (continue_on_error || all_failed_tolerated);
         st.duration_ms = st.started.map_or(0, |s| s.elapsed().as_millis() as u64);
+        st.finished = Some(Instant::now());
         st.status = status;
         if status == StepStatus::Skipped {
             st.skipped_reason = Some(SkipReason::If);
@@ -1197,12 +1246,36 @@ impl Dispatcher {
         st.skipped_reason = reason;
         st.tolerated = status == StepStatus::Failed && continue_on_error;
         st.error = error;
+        st.finished = Some(Instant::now());
         self.announce(k);
     }
 
+    /// A step has ended: note what it means for the run, then report it and release its
+    /// dependents, at once or, when the run is recorded, once its finish is committed.
     fn announce(&mut self, k: StepKey) {
-        let id = self.pstep(k).id().to_owned();
         let fail_fast = self.plan.workflow.doc.fail_fast;
+        let st = &self.dags[k.dag as usize].steps[k.idx as usize];
+        if st.status == StepStatus::Failed && !st.tolerated {
+            if k.dag == MAIN {
+                self.main_failed = true;
+                if fail_fast {
+                    self.fail_fast_tripped = true;
+                }
+            } else {
+                self.finally_failed = true;
+            }
+        }
+        if self.recorder.is_some() {
+            self.uncommitted.push(k);
+            self.held_permits.extend(self.permit_in_hand.take());
+        } else {
+            self.release(k);
+        }
+    }
+
+    /// Report a finished step and let its dependents know.
+    fn release(&mut self, k: StepKey) {
+        let id = self.pstep(k).id().to_owned();
         let st = &self.dags[k.dag as usize].steps[k.idx as usize];
         let kind = match st.status {
             StepStatus::Skipped => EventKind::StepSkipped {
@@ -1219,18 +1292,154 @@ impl Dispatcher {
                 tolerated: st.tolerated,
             },
         };
-        if st.status == StepStatus::Failed && !st.tolerated {
-            if k.dag == MAIN {
-                self.main_failed = true;
-                if fail_fast {
-                    self.fail_fast_tripped = true;
-                }
-            } else {
-                self.finally_failed = true;
-            }
-        }
         self.emit(kind);
         self.to_settle.push(k);
+    }
+
+    // ---- recording ----------------------------------------------------------------------
+
+    /// Hand the steps that finished since the last commit to the recorder, unless a commit
+    /// is in flight (they ride on the next one).
+    fn start_commit(&mut self) {
+        if self.inflight.is_some() || self.uncommitted.is_empty() {
+            return;
+        }
+        let Some(recorder) = self.recorder.clone() else {
+            return;
+        };
+        let keys = std::mem::take(&mut self.uncommitted);
+        let batch = keys.iter().map(|&k| self.finished_step(k)).collect();
+        self.inflight = Some(Inflight {
+            keys,
+            permits: std::mem::take(&mut self.held_permits),
+            commit: recorder.commit(batch),
+        });
+    }
+
+    /// A commit resolved: report its steps; a failed one stops the run (the store is broken).
+    fn on_committed(&mut self, result: Result<(), String>) {
+        let Inflight { keys, permits, .. } = self.inflight.take().expect("a commit was in flight");
+        // The steps are durable (or the store is broken): their slots are free again.
+        drop(permits);
+        if let Err(e) = result {
+            tracing::error!(run = %self.run_id, error = %e, "the state store failed; stopping the run");
+            self.store_error = Some(e);
+            // Nothing more is recorded; what finishes from now on is reported at once.
+            self.recorder = None;
+            self.held_permits.clear();
+            let rest = std::mem::take(&mut self.uncommitted);
+            for k in keys.into_iter().chain(rest) {
+                self.release(k);
+            }
+            if self.phase == MAIN && self.stop.is_none() {
+                self.stop(Stop::Cancelled);
+            }
+            return;
+        }
+        for k in keys {
+            self.release(k);
+        }
+    }
+
+    /// What the recorder gets for a finished step (redacted).
+    fn finished_step(&self, k: StepKey) -> FinishedStep {
+        let ps = self.pstep(k);
+        let st = &self.dags[k.dag as usize].steps[k.idx as usize];
+        let mut report = step_report(st);
+        self.redact_report(&mut report);
+        let mut shared = Vec::new();
+        if st.status == StepStatus::Succeeded
+            && let Some(outputs) = &ps.step.outputs
+        {
+            for (name, spec) in outputs.iter().filter(|(_, spec)| spec.share) {
+                let value = if st.for_each {
+                    Value::Array(
+                        report
+                            .outputs
+                            .as_array()
+                            .map(|items| items.iter().map(|o| o[name.as_str()].clone()).collect())
+                            .unwrap_or_default(),
+                    )
+                } else {
+                    report.outputs[name.as_str()].clone()
+                };
+                let ttl = spec
+                    .ttl
+                    .as_deref()
+                    .and_then(crate::workflow::duration::parse_duration);
+                shared.push(SharedOutput {
+                    key: name.clone(),
+                    value,
+                    ttl,
+                });
+            }
+        }
+        FinishedStep {
+            id: ps.id().to_owned(),
+            finally: k.dag == FINALLY,
+            report,
+            started_at_ms: st.started.map(|t| self.emitter.unix_ms(t)),
+            finished_at_ms: self
+                .emitter
+                .unix_ms(st.finished.unwrap_or_else(Instant::now)),
+            shared,
+        }
+    }
+
+    fn redact_report(&self, rep: &mut StepReport) {
+        let r = self.emitter.redactor();
+        if r.is_empty() {
+            return;
+        }
+        r.value(&mut rep.outputs);
+        if let Some(e) = &mut rep.error {
+            r.error(e);
+        }
+        for rec in &mut rep.routing {
+            if let Some(v) = &mut rec.result {
+                r.value(v);
+            }
+            if let Some(e) = &mut rec.error {
+                r.error(e);
+            }
+        }
+    }
+
+    /// Resume: take over the main steps the earlier attempt finished (succeeded, or skipped
+    /// not by `fail_fast`) whose needs are all kept too, so that what a kept step read is
+    /// exactly what it read before. They are reported at once, not run, and not recorded
+    /// again; their outputs feed templates.
+    fn keep_resumed(&mut self) {
+        let Some(resume) = self.resume.take() else {
+            return;
+        };
+        let plan = Arc::clone(&self.plan);
+        let mut kept = vec![false; plan.main.steps.len()];
+        for &i in plan.main.levels.iter().flatten() {
+            let ps = &plan.main.steps[i];
+            if !ps.needs.iter().all(|&n| kept[n]) {
+                continue;
+            }
+            let Some(prior) = resume.keepable(ps.id()) else {
+                continue;
+            };
+            kept[i] = true;
+            let k = StepKey {
+                dag: MAIN,
+                idx: i as u32,
+            };
+            let p = prior.report.clone();
+            let st = self.st(k);
+            st.status = p.status;
+            st.attempts = p.attempts;
+            st.duration_ms = p.duration_ms;
+            st.outputs = p.outputs;
+            st.error = p.error;
+            st.tolerated = p.tolerated;
+            st.routing = p.routing;
+            st.skipped_reason = p.skipped_reason;
+            self.release(k);
+        }
     }
 
     /// Tell the dependents of every finished step; those whose needs are all finished get
@@ -1406,45 +1615,21 @@ impl Dispatcher {
     // ---- the report ---------------------------------------------------------------------
 
     fn report(&self) -> RunReport {
-        let status = if self.main_cancelled || self.finally_cancelled {
+        let status = if self.store_error.is_some() {
+            RunStatus::Failed
+        } else if self.main_cancelled || self.finally_cancelled {
             RunStatus::Cancelled
         } else if self.timed_out || self.main_failed || self.finally_failed {
             RunStatus::Failed
         } else {
             RunStatus::Succeeded
         };
-        let r = self.emitter.redactor();
         let mut steps = IndexMap::with_capacity(self.plan.len());
         for d in [MAIN, FINALLY] {
             for (i, st) in self.dags[d as usize].steps.iter().enumerate() {
-                let mut outputs = st.outputs.clone();
-                r.value(&mut outputs);
-                let mut error = st.error.clone();
-                if let Some(e) = &mut error {
-                    r.error(e);
-                }
-                let mut routing = st.routing.clone();
-                for rec in &mut routing {
-                    if let Some(v) = &mut rec.result {
-                        r.value(v);
-                    }
-                    if let Some(e) = &mut rec.error {
-                        r.error(e);
-                    }
-                }
-                steps.insert(
-                    self.dag(d).steps[i].id().to_owned(),
-                    StepReport {
-                        status: st.status,
-                        attempts: st.attempts,
-                        duration_ms: st.duration_ms,
-                        outputs,
-                        error,
-                        tolerated: st.tolerated,
-                        routing,
-                        skipped_reason: st.skipped_reason,
-                    },
-                );
+                let mut report = step_report(st);
+                self.redact_report(&mut report);
+                steps.insert(self.dag(d).steps[i].id().to_owned(), report);
             }
         }
         RunReport {
@@ -1453,6 +1638,10 @@ impl Dispatcher {
             status,
             duration_ms: self.emitter.start().elapsed().as_millis() as u64,
             steps,
+            error: self
+                .store_error
+                .as_ref()
+                .map(|e| format!("the state store failed, so the run stopped: {e}")),
         }
     }
 }
@@ -1485,12 +1674,44 @@ fn dag_state(dag: &Dag, templates: Vec<StepTemplates>, ids: &HashMap<String, Ste
             tolerated: false,
             routing: Vec::new(),
             skipped_reason: None,
+            finished: None,
         });
     }
     DagState {
         unsettled: steps.len(),
         steps,
         info,
+    }
+}
+
+/// A commit in flight.
+struct Inflight {
+    /// The steps it makes durable.
+    keys: Vec<StepKey>,
+    /// Their slots, freed when it resolves.
+    permits: Vec<OwnedSemaphorePermit>,
+    commit: CommitFuture,
+}
+
+/// Wait for the commit in flight, if any.
+async fn commit_done(inflight: &mut Option<Inflight>) -> Option<Result<(), String>> {
+    match inflight {
+        Some(i) => Some((&mut i.commit).await),
+        None => None,
+    }
+}
+
+/// A step's state as its report shows it (not redacted).
+fn step_report(st: &StepState) -> StepReport {
+    StepReport {
+        status: st.status,
+        attempts: st.attempts,
+        duration_ms: st.duration_ms,
+        outputs: st.outputs.clone(),
+        error: st.error.clone(),
+        tolerated: st.tolerated,
+        routing: st.routing.clone(),
+        skipped_reason: st.skipped_reason,
     }
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::record::Recorder;
 use super::redact::Redactor;
 use crate::report::{RuleSource, RunStatus, SkipReason, StepStatus};
 use crate::tools::ToolError;
@@ -233,6 +234,8 @@ pub(crate) struct Emitter {
 
 struct EmitterInner {
     tx: UnboundedSender<Event>,
+    /// The run's recorder sees every event too (before the caller's channel).
+    recorder: Option<Arc<dyn Recorder>>,
     run_id: String,
     start: Instant,
     start_unix_us: u64,
@@ -240,7 +243,12 @@ struct EmitterInner {
 }
 
 impl Emitter {
-    pub(crate) fn new(tx: UnboundedSender<Event>, run_id: String, redactor: Redactor) -> Emitter {
+    pub(crate) fn new(
+        tx: UnboundedSender<Event>,
+        recorder: Option<Arc<dyn Recorder>>,
+        run_id: String,
+        redactor: Redactor,
+    ) -> Emitter {
         let start_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -248,6 +256,7 @@ impl Emitter {
         Emitter {
             inner: Arc::new(EmitterInner {
                 tx,
+                recorder,
                 run_id,
                 start: Instant::now(),
                 start_unix_us,
@@ -265,18 +274,31 @@ impl Emitter {
         &self.inner.redactor
     }
 
+    /// An instant of this run as milliseconds since the Unix epoch.
+    pub(crate) fn unix_ms(&self, t: Instant) -> u64 {
+        let since = t.saturating_duration_since(self.inner.start).as_micros() as u64;
+        (self.inner.start_unix_us + since) / 1000
+    }
+
     pub(crate) fn emit(&self, mut kind: EventKind) {
         let inner = &*self.inner;
-        if inner.tx.is_closed() {
+        let closed = inner.tx.is_closed();
+        if closed && inner.recorder.is_none() {
             return;
         }
         kind.redact(&inner.redactor);
         let elapsed_us = inner.start.elapsed().as_micros() as u64;
-        let _ = inner.tx.send(Event {
+        let event = Event {
             at: (inner.start_unix_us + elapsed_us) / 1000,
             elapsed_us,
             run_id: inner.run_id.clone(),
             kind,
-        });
+        };
+        if let Some(r) = &inner.recorder {
+            r.event(&event);
+        }
+        if !closed {
+            let _ = inner.tx.send(event);
+        }
     }
 }

@@ -51,6 +51,11 @@ pub(crate) struct Done<K> {
     pub result: Result<Value, ToolError>,
     /// How long the call took.
     pub duration: Duration,
+    /// The step's slot, when the dispatcher asked for it back: while a run is recorded, a
+    /// step that finishes keeps its slot until its finish is committed, so that at any
+    /// moment at most `max_parallel` steps are started and not durably finished (the most a
+    /// crash can make run again).
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Sends the completion exactly once, even if the task panics or is aborted: a tool that
@@ -63,12 +68,13 @@ struct Reply<K: Copy> {
 }
 
 impl<K: Copy> Reply<K> {
-    fn send(mut self, result: Result<Value, ToolError>) {
+    fn send(mut self, result: Result<Value, ToolError>, permit: Option<OwnedSemaphorePermit>) {
         self.sent = true;
         let _ = self.tx.send(Done {
             key: self.key,
             result,
             duration: self.start.elapsed(),
+            permit,
         });
     }
 }
@@ -80,17 +86,20 @@ impl<K: Copy> Drop for Reply<K> {
                 key: self.key,
                 result: Err(ToolError::new(ErrorClass::ToolError, "the tool panicked")),
                 duration: self.start.elapsed(),
+                permit: None,
             });
         }
     }
 }
 
-/// The body of a step task.
+/// The body of a step task. With `keep_permit` the slot goes back to the dispatcher with
+/// the result instead of being freed.
 pub(crate) async fn run<K: Copy + Send + 'static>(
     call: Call,
     key: K,
     permit: OwnedSemaphorePermit,
     tx: UnboundedSender<Done<K>>,
+    keep_permit: bool,
 ) {
     let reply = Reply {
         tx,
@@ -99,9 +108,14 @@ pub(crate) async fn run<K: Copy + Send + 'static>(
         sent: false,
     };
     let result = execute(call).await;
-    // Free the slot before the dispatcher hears of it, so it can start the next step at once.
-    drop(permit);
-    reply.send(result);
+    if keep_permit {
+        reply.send(result, Some(permit));
+    } else {
+        // Free the slot before the dispatcher hears of it, so it can start the next step at
+        // once.
+        drop(permit);
+        reply.send(result, None);
+    }
 }
 
 async fn execute(call: Call) -> Result<Value, ToolError> {

@@ -34,6 +34,7 @@ mod context;
 mod dispatcher;
 pub mod event;
 mod executor;
+mod record;
 pub mod redact;
 mod retry;
 mod routing;
@@ -47,9 +48,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 pub use event::{Event, EventKind};
+pub use record::{CommitFuture, FinishedStep, PriorStep, Recorder, ResumeState, SharedOutput};
 pub use redact::Redactor;
 
 pub use crate::report::{RunReport, RunStatus, SkipReason, StepReport, StepStatus};
+use crate::tools::ContextSink;
 use crate::{Plan, ToolRegistry};
 
 /// How deep sub-workflows (the `workflow` tool) may nest.
@@ -63,7 +66,7 @@ pub struct Engine {
 }
 
 /// Everything about one run besides the plan.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// The resolved inputs ([`crate::Workflow::resolve_inputs`]: checked, defaults filled in).
     pub inputs: Map<String, Value>,
@@ -88,6 +91,32 @@ pub struct RunOptions {
     pub depth: u32,
     /// More values to redact besides the workflow's secret inputs (a parent run's secrets).
     pub secrets: Vec<String>,
+    /// Where the run is recorded (the store, through `crate::runner`): it sees every event
+    /// and commits each turn's finished steps before the engine reports them. `None`: the
+    /// run is not recorded.
+    pub recorder: Option<Arc<dyn Recorder>>,
+    /// The session's shared context, for `share_context` (given to tools as
+    /// [`crate::ToolContext::context_sink`]). `None`: the run has no session.
+    pub context_sink: Option<Arc<dyn ContextSink>>,
+    /// Resume: the steps of the earlier attempt that are kept (not run again; their outputs
+    /// and status feed templates).
+    pub resume: Option<ResumeState>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("inputs", &"…")
+            .field("max_parallel", &self.max_parallel)
+            .field("run_id", &self.run_id)
+            .field("project_dir", &self.project_dir)
+            .field("workspace", &self.workspace)
+            .field("depth", &self.depth)
+            .field("recorded", &self.recorder.is_some())
+            .field("session", &self.context_sink.is_some())
+            .field("resume", &self.resume)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RunOptions {
@@ -104,6 +133,9 @@ impl Default for RunOptions {
             context: Map::new(),
             depth: 0,
             secrets: Vec::new(),
+            recorder: None,
+            context_sink: None,
+            resume: None,
         }
     }
 }

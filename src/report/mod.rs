@@ -216,6 +216,10 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Every step, main steps then `finally` steps, in file order.
     pub steps: IndexMap<String, StepReport>,
+    /// Why the run stopped when no step explains it (the state store failed). Only present
+    /// when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl RunReport {

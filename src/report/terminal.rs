@@ -424,6 +424,7 @@ mod tests {
             status: RunStatus::Failed,
             duration_ms: 1300,
             steps,
+            error: None,
         });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(

@@ -120,6 +120,14 @@ pub(crate) fn flush_db(db: &sled::Db, dir: &Path) -> Result<()> {
         .map_err(StoreError::io("sync", file))
 }
 
+/// [`flush_db`] with the data file already open (a run's handle keeps it, to spare an
+/// `open` per commit).
+pub(crate) fn flush_db_file(db: &sled::Db, file: &File, dir: &Path) -> Result<()> {
+    db.flush().map_err(StoreError::db(dir))?;
+    file.sync_data()
+        .map_err(StoreError::io("sync", dir.join("db")))
+}
+
 /// What the `owner` file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct OwnerInfo {

@@ -59,6 +59,8 @@ pub const DEFAULT_LOG_CAP_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_KEEP_RUNS: usize = 1000;
 /// How long to wait for another process to release a database before giving up.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often, at most, a busy run rewrites its `live.json` snapshot.
+pub const DEFAULT_LIVE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a shared-context entry lives unless it says otherwise: one hour.
 pub const DEFAULT_CONTEXT_TTL: Duration = Duration::from_secs(60 * 60);
 /// How long a session may stay unused before a sweep removes it: 24 hours.
@@ -81,6 +83,8 @@ pub struct StoreOptions {
     /// A process running several runs at once (the MCP server) sets `false` and polls
     /// [`RunHandle::cancel_requested`] instead.
     pub cancel_by_signal: bool,
+    /// [`RunHandle::commit_throttled`] rewrites `live.json` at most this often.
+    pub live_interval: Duration,
 }
 
 impl Default for StoreOptions {
@@ -90,6 +94,7 @@ impl Default for StoreOptions {
             keep_runs: Some(DEFAULT_KEEP_RUNS),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             cancel_by_signal: true,
+            live_interval: DEFAULT_LIVE_INTERVAL,
         }
     }
 }
@@ -105,6 +110,34 @@ struct Inner {
     dir: PathBuf,
     options: StoreOptions,
     index_lock: IndexLock,
+}
+
+/// What [`Store::start_run`] does in the index besides listing the run.
+#[derive(Debug, Clone, Default)]
+pub struct RunStart {
+    /// The session (`None`: a new one, with a new id).
+    pub session: Option<String>,
+    /// Labels merged over the session's.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Sweep expired context entries and idle sessions first (the CLI does, before each
+    /// run).
+    pub sweep: bool,
+    /// Now, in milliseconds since the Unix epoch: the session's clock, which context entries
+    /// have expired.
+    pub now_ms: u64,
+}
+
+/// What [`Store::start_run`] returns.
+#[derive(Debug)]
+pub struct StartedRecord {
+    /// The run's handle (the caller owns the run).
+    pub handle: RunHandle,
+    /// The run's session.
+    pub session: Session,
+    /// The session's shared context, as templates read it (`{{context.KEY}}`).
+    pub context: serde_json::Map<String, serde_json::Value>,
+    /// What the sweep removed, when one was asked for.
+    pub swept: Option<SweepReport>,
 }
 
 /// What a run's `live.json` holds.
@@ -188,7 +221,66 @@ impl Store {
     /// this process. Its inputs must already be redacted ([`redact`]). When this returns,
     /// the record is on disk and the run is listed; the returned handle owns the run until
     /// [`RunHandle::finish`] or until it is dropped (then the run reads as `interrupted`).
-    pub fn create_run(&self, mut record: RunRecord) -> Result<RunHandle> {
+    pub fn create_run(&self, record: RunRecord) -> Result<RunHandle> {
+        let handle = self.create_run_files(record)?;
+        let summary = handle.record().summary();
+        self.visit(|ix| {
+            let runs = ix.runs.clone();
+            ix.put(&runs, summary.id.as_bytes(), &summary)
+        })?;
+        Ok(handle)
+    }
+
+    /// Start recording a run in a session, with one visit to the index for all of it: an
+    /// optional sweep, the session (created or touched, labels merged), its shared context
+    /// as of `now_ms`, a history entry, and the run's row. Otherwise as
+    /// [`Store::create_run`]; the record's `session` is set to the session's id.
+    pub fn start_run(&self, mut record: RunRecord, start: RunStart) -> Result<StartedRecord> {
+        let session_id = match start.session {
+            Some(id) => id,
+            None => new_id(start.now_ms),
+        };
+        validate_id("session", &session_id)?;
+        record.session = Some(session_id.clone());
+        let handle = self.create_run_files(record)?;
+        let summary = handle.record().summary();
+        let workspace = self.session_workspace(&session_id);
+        let now = start.now_ms;
+        let entry = HistoryEntry {
+            at_ms: now,
+            kind: HistoryKind::Run,
+            run_id: Some(summary.id.clone()),
+            name: Some(summary.workflow.clone()),
+            message: None,
+            data: serde_json::json!({"status": "running"}),
+        };
+        let (swept, (session, expired), context) = self.visit(|ix| {
+            let swept = if start.sweep {
+                Some(self.sweep_in(ix, now)?)
+            } else {
+                None
+            };
+            let ensured = session::ensure_in(ix, &session_id, start.labels, None, now, workspace)?;
+            let context = session::context_in(ix, &session_id, now)?;
+            session::history_in(ix, &session_id, &entry)?;
+            let runs = ix.runs.clone();
+            ix.put(&runs, summary.id.as_bytes(), &summary)?;
+            Ok((swept, ensured, context))
+        })?;
+        if let Some(r) = &swept {
+            self.after_sweep(r);
+        }
+        self.after_ensure(&session, expired)?;
+        Ok(StartedRecord {
+            handle,
+            session,
+            context: context.into_iter().map(|e| (e.key, e.value)).collect(),
+            swept,
+        })
+    }
+
+    /// The run's directory, database, record and owner lock, durable; not listed yet.
+    fn create_run_files(&self, mut record: RunRecord) -> Result<RunHandle> {
         validate_id("run", &record.id)?;
         let dir = self.run_dir(&record.id);
         match std::fs::create_dir(&dir) {
@@ -204,14 +296,9 @@ impl Store {
         record.status = RunStatus::Running;
         record.pid = std::process::id();
         record.finished_at_ms = None;
-        let handle = RunHandle::create(self.clone(), dir.clone(), record.clone(), owner)?;
+        let handle = RunHandle::create(self.clone(), dir.clone(), record, owner)?;
         // The run's directory entry must survive a power cut as well as its contents.
         sync_dir(&self.inner.dir.join("runs"))?;
-        let summary = record.summary();
-        self.visit(|ix| {
-            let runs = ix.runs.clone();
-            ix.put(&runs, summary.id.as_bytes(), &summary)
-        })?;
         Ok(handle)
     }
 
@@ -651,6 +738,19 @@ pub fn new_id(now_ms: u64) -> String {
     )
 }
 
+/// A time in milliseconds since the Unix epoch as `2026-04-23 11:45:12` (UTC), for people.
+pub fn format_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -739,6 +839,7 @@ mod tests {
         assert_ne!(new_id(1_776_944_712_000), new_id(1_776_944_712_000));
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(format_utc(1_776_944_712_345), "2026-04-23 11:45:12");
     }
 
     #[test]

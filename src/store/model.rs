@@ -99,6 +99,9 @@ pub struct StepError {
     pub code: Option<String>,
     /// The message, already redacted.
     pub message: String,
+    /// Structured detail (exit code, failing instruction …), already redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 /// What the store keeps about one run. Written by [`super::Store::create_run`], updated by
@@ -210,6 +213,16 @@ pub struct StepRecord {
     /// For a recovery step: the step whose failure it recovers.
     #[serde(default)]
     pub recovery_for: Option<String>,
+    /// Why it was skipped (`if`, `needs_failed`, `fail_fast` …), when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_reason: Option<String>,
+    /// It failed, but the failure counted as success (`continue_on_error`, `then:
+    /// continue`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tolerated: bool,
+    /// It is a `finally` step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finally: bool,
 }
 
 impl StepRecord {

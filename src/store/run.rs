@@ -2,9 +2,10 @@
 //! It owns the run's sled database (`runs/<id>/db/`), its log files and its `live.json`.
 //!
 //! The database's default tree holds `run` (the [`RunRecord`]), `format`, and per step
-//! `i<step id>` → an 8-byte sequence number and `s<sequence>` → the step's latest
-//! [`StepRecord`], so steps read back in the order they were first recorded. Both keys of a
-//! step are written in one atomic batch.
+//! `s<sequence>` (an 8-byte big-endian number) → the step's latest [`StepRecord`], so steps
+//! read back in the order they were first recorded; the owner keeps the id → sequence map
+//! in memory and rebuilds it from the records on resume. (Databases of earlier builds also
+//! hold `i<step id>` keys; nothing reads them.)
 //!
 //! Durability is by group commit: [`RunHandle::record_step_finished`] writes without waiting,
 //! [`RunHandle::commit`] makes everything written so far durable with one flush and `fsync`,
@@ -14,11 +15,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use super::error::{Result, StoreError};
-use super::lock::{DbKind, OwnerLock, flush_db, open_db};
+use super::lock::{DbKind, OwnerLock, flush_db, flush_db_file, open_db};
 use super::logs::LogWriter;
-use super::model::{CommitStats, LogStream, RunRecord, RunStatus, StepRecord, StepStatus};
+use super::model::{
+    CommitStats, HistoryEntry, LogStream, RunRecord, RunStatus, StepRecord, StepStatus,
+};
 use super::{LiveSnapshot, Store, format, write_atomically};
 
 /// The owner's handle on a run: records steps, logs and the end of the run. Obtained from
@@ -36,6 +40,8 @@ pub struct RunHandle {
     dir: PathBuf,
     db_dir: PathBuf,
     db: sled::Db,
+    /// The database's data file, kept open for the `fdatasync` of each commit.
+    data_file: std::fs::File,
     state: Mutex<State>,
     /// Serialises commits (and so `live.json` writes); held across the flush, while `state`
     /// is not, so steps can be recorded during a flush and ride on the next one.
@@ -60,6 +66,8 @@ struct State {
     durable: u64,
     /// Whether `live` changed since `live.json` was last written.
     live_dirty: bool,
+    /// When `live.json` was last written (for [`RunHandle::commit_throttled`]).
+    live_written: Option<Instant>,
     stats: CommitStats,
 }
 
@@ -71,13 +79,6 @@ fn step_key(seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(b's');
     k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn id_key(id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + id.len());
-    k.push(b'i');
-    k.extend_from_slice(id.as_bytes());
     k
 }
 
@@ -119,6 +120,12 @@ pub(crate) fn read_run_db(
     Ok(load(db, path)?.map(|(r, steps)| (r, steps.into_iter().map(|(_, s)| s).collect())))
 }
 
+/// The data file of a run database, for its commits' `fdatasync`.
+fn open_data_file(db_dir: &Path) -> Result<std::fs::File> {
+    let path = db_dir.join("db");
+    std::fs::File::open(&path).map_err(StoreError::io("open", path))
+}
+
 /// Steps stored as running when their run's owner died read as interrupted.
 pub(crate) fn mark_interrupted(steps: &mut [StepRecord]) {
     for s in steps {
@@ -150,12 +157,14 @@ impl RunHandle {
         );
         db.apply_batch(batch).map_err(StoreError::db(&db_dir))?;
         flush_db(&db, &db_dir)?;
+        let data_file = open_data_file(&db_dir)?;
         let handle = RunHandle {
             id: record.id.clone(),
             store,
             dir,
             db_dir,
             db,
+            data_file,
             state: Mutex::new(State {
                 record,
                 next_seq: 0,
@@ -165,6 +174,7 @@ impl RunHandle {
                 last_finish: 0,
                 durable: 0,
                 live_dirty: true,
+                live_written: None,
                 stats: CommitStats::default(),
             }),
             commit_lock: Mutex::new(()),
@@ -212,12 +222,14 @@ impl RunHandle {
             live.push(without_outputs(step));
         }
         let next_seq = stored.last().map_or(0, |(seq, _)| seq + 1);
+        let data_file = open_data_file(&db_dir)?;
         let handle = RunHandle {
             store,
             id: id.to_owned(),
             dir,
             db_dir,
             db,
+            data_file,
             state: Mutex::new(State {
                 record,
                 next_seq,
@@ -227,6 +239,7 @@ impl RunHandle {
                 last_finish: 0,
                 durable: 0,
                 live_dirty: true,
+                live_written: None,
                 stats: CommitStats::default(),
             }),
             commit_lock: Mutex::new(()),
@@ -267,22 +280,17 @@ impl RunHandle {
     /// target for this one).
     fn write_step(&self, rec: &StepRecord, finished: bool) -> Result<u64> {
         let mut st = guard(&self.state);
-        let mut batch = sled::Batch::default();
         let (seq, pos) = match st.positions.get(&rec.id) {
             Some(&p) => p,
-            None => {
-                let seq = st.next_seq;
-                let pos = st.live.len();
-                batch.insert(id_key(&rec.id), seq.to_be_bytes().as_slice());
-                (seq, pos)
-            }
+            None => (st.next_seq, st.live.len()),
         };
-        batch.insert(
-            step_key(seq),
-            serde_json::to_vec(rec).expect("records serialise"),
-        );
+        // One plain insert: sled makes a single insert atomic, and a batch would cost two
+        // writes of its log buffer (it rolls the buffer around the batch), per step.
         self.db
-            .apply_batch(batch)
+            .insert(
+                step_key(seq),
+                serde_json::to_vec(rec).expect("records serialise"),
+            )
             .map_err(StoreError::db(&self.db_dir))?;
         if pos == st.live.len() {
             st.next_seq += 1;
@@ -328,18 +336,43 @@ impl RunHandle {
             w.close()?;
         }
         let target = self.write_step(rec, true)?;
-        self.commit_to(Some(target))
+        self.commit_to(Some(target), false)
     }
 
     /// Make everything recorded so far durable (one sled flush and one `fsync` for all of
     /// it, none if there is nothing new) and rewrite `live.json`.
     pub fn commit(&self) -> Result<()> {
-        self.commit_to(None)
+        self.commit_to(None, false)
+    }
+
+    /// [`RunHandle::commit`], but rewrite `live.json` only if the last rewrite is at least
+    /// [`super::StoreOptions::live_interval`] old: the snapshot holds every step, so a run
+    /// with thousands of steps and a commit every few milliseconds would spend its time
+    /// writing it. The engine commits this way; [`RunHandle::refresh_live`] catches up.
+    pub fn commit_throttled(&self) -> Result<()> {
+        self.commit_to(None, true)
+    }
+
+    /// Rewrite `live.json` if it is behind (and every recorded finish is durable), whatever
+    /// its age. Call it when the run is idle, so readers see the latest state.
+    pub fn refresh_live(&self) -> Result<()> {
+        let _commit = guard(&self.commit_lock);
+        let snapshot = {
+            let mut st = guard(&self.state);
+            if st.last_finish > st.durable || !st.live_dirty {
+                return Ok(());
+            }
+            st.live_dirty = false;
+            st.live_written = Some(Instant::now());
+            self.snapshot(&st)
+        };
+        write_atomically(&self.dir.join("live.json"), &snapshot)
     }
 
     /// Commit until at least write `target` is durable (`None`: all written so far).
-    fn commit_to(&self, target: Option<u64>) -> Result<()> {
+    fn commit_to(&self, target: Option<u64>, throttle: bool) -> Result<()> {
         let _commit = guard(&self.commit_lock);
+        let interval = self.store.options().live_interval;
         let (upto, need_flush, snapshot) = {
             let mut st = guard(&self.state);
             st.stats.commits += 1;
@@ -349,16 +382,25 @@ impl RunHandle {
                 None if st.durable >= st.written && !st.live_dirty => return Ok(()),
                 _ => {}
             }
-            st.live_dirty = false;
-            (st.written, st.written > st.durable, self.snapshot(&st))
+            let write_live = st.live_dirty
+                && !(throttle && st.live_written.is_some_and(|t| t.elapsed() < interval));
+            let snapshot = write_live.then(|| {
+                st.live_dirty = false;
+                st.live_written = Some(Instant::now());
+                self.snapshot(&st)
+            });
+            (st.written, st.written > st.durable, snapshot)
         };
         if need_flush {
-            flush_db(&self.db, &self.db_dir)?;
+            flush_db_file(&self.db, &self.data_file, &self.db_dir)?;
             let mut st = guard(&self.state);
             st.durable = st.durable.max(upto);
             st.stats.flushes += 1;
         }
-        write_atomically(&self.dir.join("live.json"), &snapshot)
+        match snapshot {
+            Some(snapshot) => write_atomically(&self.dir.join("live.json"), &snapshot),
+            None => Ok(()),
+        }
     }
 
     /// Rewrite `live.json` if every recorded finish is already durable (so the snapshot shows
@@ -371,6 +413,7 @@ impl RunHandle {
                 return Ok(());
             }
             st.live_dirty = false;
+            st.live_written = Some(Instant::now());
             self.snapshot(&st)
         };
         write_atomically(&self.dir.join("live.json"), &snapshot)
@@ -409,6 +452,17 @@ impl RunHandle {
     /// `live.json`, update the index (enforcing [`super::StoreOptions::keep_runs`]) and give
     /// up ownership. Returns the final record.
     pub fn finish(self, status: RunStatus, finished_at_ms: u64) -> Result<RunRecord> {
+        self.finish_with_history(status, finished_at_ms, &[])
+    }
+
+    /// [`RunHandle::finish`], also adding `history` to the run's session (in the same index
+    /// visit; skipped if the session is gone).
+    pub fn finish_with_history(
+        self,
+        status: RunStatus,
+        finished_at_ms: u64,
+        history: &[HistoryEntry],
+    ) -> Result<RunRecord> {
         for w in guard(&self.logs).values_mut() {
             w.close()?;
         }
@@ -441,6 +495,14 @@ impl RunHandle {
         let victims = store.visit(|ix| {
             let runs = ix.runs.clone();
             ix.put(&runs, summary.id.as_bytes(), &summary)?;
+            if let Some(session) = &summary.session {
+                for entry in history {
+                    match super::session::history_in(ix, session, entry) {
+                        Ok(()) | Err(StoreError::SessionNotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
             match keep {
                 // Cheap check first: only look at every row when the cap is exceeded.
                 Some(keep) if ix.runs.len() > keep => {

@@ -47,41 +47,25 @@ impl Store {
         };
         validate_id("session", &id)?;
         let workspace = self.session_dir(&id).join("workspace");
-        let (session, expired) = self.visit(|ix| {
-            let sessions = ix.sessions.clone();
-            let existing: Option<Session> = ix.get(&sessions, id.as_bytes())?;
-            let (mut session, expired) = match existing {
-                Some(s) if !s.is_expired(now_ms) => (s, false),
-                other => {
-                    let expired = other.is_some();
-                    if expired {
-                        remove_session_rows(ix, &id)?;
-                    }
-                    let s = Session {
-                        id: id.clone(),
-                        labels: BTreeMap::new(),
-                        created_at_ms: now_ms,
-                        last_active_ms: now_ms,
-                        idle_ttl_ms: millis(DEFAULT_SESSION_IDLE_TTL),
-                        workspace: workspace.clone(),
-                    };
-                    (s, expired)
-                }
-            };
-            session.labels.extend(labels);
-            session.last_active_ms = session.last_active_ms.max(now_ms);
-            if let Some(ttl) = idle_ttl {
-                session.idle_ttl_ms = millis(ttl);
-            }
-            ix.put(&sessions, id.as_bytes(), &session)?;
-            Ok((session, expired))
-        })?;
+        let (session, expired) =
+            self.visit(|ix| ensure_in(ix, &id, labels, idle_ttl, now_ms, workspace))?;
+        self.after_ensure(&session, expired)?;
+        Ok(session)
+    }
+
+    /// The file-system side of [`ensure_in`]: a re-created session's old folder goes, its
+    /// workspace exists.
+    pub(crate) fn after_ensure(&self, session: &Session, expired: bool) -> Result<()> {
         if expired {
-            remove_dir(&self.session_dir(&id));
+            remove_dir(&self.session_dir(&session.id));
         }
         std::fs::create_dir_all(&session.workspace)
-            .map_err(StoreError::io("create", &session.workspace))?;
-        Ok(session)
+            .map_err(StoreError::io("create", &session.workspace))
+    }
+
+    /// A session's workspace folder.
+    pub(crate) fn session_workspace(&self, id: &str) -> std::path::PathBuf {
+        self.session_dir(id).join("workspace")
     }
 
     /// Mark a session as used now (its idle clock restarts).
@@ -128,33 +112,7 @@ impl Store {
     /// [`HISTORY_CAP`] entries are kept.
     pub fn record_history(&self, session: &str, entry: &HistoryEntry) -> Result<()> {
         validate_id("session", session)?;
-        self.visit(|ix| {
-            if !ix
-                .sessions
-                .contains_key(session.as_bytes())
-                .map_err(StoreError::db(&ix.path))?
-            {
-                return Err(StoreError::SessionNotFound(session.to_owned()));
-            }
-            let seq = ix.db.generate_id().map_err(StoreError::db(&ix.path))?;
-            let mut rest = entry.at_ms.to_be_bytes().to_vec();
-            rest.extend_from_slice(&seq.to_be_bytes());
-            let history = ix.history.clone();
-            ix.put(&history, &session_key(session, &rest), entry)?;
-            // Drop the oldest beyond the cap.
-            let prefix = session_key(session, b"");
-            let old: Vec<sled::IVec> = history
-                .scan_prefix(&prefix)
-                .keys()
-                .rev()
-                .skip(HISTORY_CAP)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(StoreError::db(&ix.path))?;
-            for k in old {
-                ix.remove(&history, &k)?;
-            }
-            Ok(())
-        })
+        self.visit(|ix| history_in(ix, session, entry))
     }
 
     /// A session's history, oldest first; with `limit`, only the newest that many.
@@ -218,17 +176,7 @@ impl Store {
     /// A session's unexpired context entries at `now_ms`, by key, with their times.
     pub fn context_entries(&self, session: &str, now_ms: u64) -> Result<Vec<ContextEntry>> {
         validate_id("session", session)?;
-        let entries: Vec<ContextEntry> = self.visit(|ix| {
-            Ok(ix
-                .scan(&ix.context, &session_key(session, b""))?
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect())
-        })?;
-        Ok(entries
-            .into_iter()
-            .filter(|e| now_ms < e.expires_at_ms)
-            .collect())
+        self.visit(|ix| context_in(ix, session, now_ms))
     }
 
     /// Remove what has expired at `now_ms`: context entries past their TTL, and sessions idle
@@ -236,41 +184,50 @@ impl Store {
     /// a run that a live process is running. Run it at startup of long-lived processes and
     /// now and then (the CLI: before each run).
     pub fn sweep(&self, now_ms: u64) -> Result<SweepReport> {
-        let report = self.visit(|ix| {
-            let mut report = SweepReport::default();
-            let context = ix.context.clone();
-            let expired: Vec<sled::IVec> = ix
-                .scan::<ContextEntry>(&context, b"")?
-                .into_iter()
-                .filter(|(_, e)| now_ms >= e.expires_at_ms)
-                .map(|(k, _)| k)
-                .collect();
-            for k in expired {
-                ix.remove(&context, &k)?;
-                report.context_removed += 1;
-            }
-            let idle: Vec<String> = ix
-                .scan::<Session>(&ix.sessions, b"")?
-                .into_iter()
-                .filter(|(_, s)| s.is_expired(now_ms))
-                .map(|(_, s)| s.id)
-                .collect();
-            if idle.is_empty() {
-                return Ok(report);
-            }
-            let busy = self.sessions_with_live_runs(ix)?;
-            for id in idle {
-                if busy.contains(&id) {
-                    continue;
-                }
-                report.context_removed += ix.context.scan_prefix(session_key(&id, b"")).count();
-                remove_session_rows(ix, &id)?;
-                report.sessions_removed.push(id);
-            }
-            Ok(report)
-        })?;
+        let report = self.visit(|ix| self.sweep_in(ix, now_ms))?;
+        self.after_sweep(&report);
+        Ok(report)
+    }
+
+    /// The file-system side of [`Store::sweep_in`]: removed sessions' folders go.
+    pub(crate) fn after_sweep(&self, report: &SweepReport) {
         for id in &report.sessions_removed {
             remove_dir(&self.session_dir(id));
+        }
+    }
+
+    /// [`Store::sweep`] within an index visit; the caller calls [`Store::after_sweep`] after
+    /// it.
+    pub(crate) fn sweep_in(&self, ix: &mut Index, now_ms: u64) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let context = ix.context.clone();
+        let expired: Vec<sled::IVec> = ix
+            .scan::<ContextEntry>(&context, b"")?
+            .into_iter()
+            .filter(|(_, e)| now_ms >= e.expires_at_ms)
+            .map(|(k, _)| k)
+            .collect();
+        for k in expired {
+            ix.remove(&context, &k)?;
+            report.context_removed += 1;
+        }
+        let idle: Vec<String> = ix
+            .scan::<Session>(&ix.sessions, b"")?
+            .into_iter()
+            .filter(|(_, s)| s.is_expired(now_ms))
+            .map(|(_, s)| s.id)
+            .collect();
+        if idle.is_empty() {
+            return Ok(report);
+        }
+        let busy = self.sessions_with_live_runs(ix)?;
+        for id in idle {
+            if busy.contains(&id) {
+                continue;
+            }
+            report.context_removed += ix.context.scan_prefix(session_key(&id, b"")).count();
+            remove_session_rows(ix, &id)?;
+            report.sessions_removed.push(id);
         }
         Ok(report)
     }
@@ -288,6 +245,84 @@ impl Store {
         }
         Ok(busy)
     }
+}
+
+/// [`Store::ensure_session`] within an index visit: the session and whether an expired one
+/// was replaced (the caller then calls [`Store::after_ensure`]).
+pub(crate) fn ensure_in(
+    ix: &mut Index,
+    id: &str,
+    labels: BTreeMap<String, String>,
+    idle_ttl: Option<Duration>,
+    now_ms: u64,
+    workspace: std::path::PathBuf,
+) -> Result<(Session, bool)> {
+    let sessions = ix.sessions.clone();
+    let existing: Option<Session> = ix.get(&sessions, id.as_bytes())?;
+    let (mut session, expired) = match existing {
+        Some(s) if !s.is_expired(now_ms) => (s, false),
+        other => {
+            let expired = other.is_some();
+            if expired {
+                remove_session_rows(ix, id)?;
+            }
+            let s = Session {
+                id: id.to_owned(),
+                labels: BTreeMap::new(),
+                created_at_ms: now_ms,
+                last_active_ms: now_ms,
+                idle_ttl_ms: millis(DEFAULT_SESSION_IDLE_TTL),
+                workspace,
+            };
+            (s, expired)
+        }
+    };
+    session.labels.extend(labels);
+    session.last_active_ms = session.last_active_ms.max(now_ms);
+    if let Some(ttl) = idle_ttl {
+        session.idle_ttl_ms = millis(ttl);
+    }
+    ix.put(&sessions, id.as_bytes(), &session)?;
+    Ok((session, expired))
+}
+
+/// [`Store::record_history`] within an index visit.
+pub(crate) fn history_in(ix: &mut Index, session: &str, entry: &HistoryEntry) -> Result<()> {
+    if !ix
+        .sessions
+        .contains_key(session.as_bytes())
+        .map_err(StoreError::db(&ix.path))?
+    {
+        return Err(StoreError::SessionNotFound(session.to_owned()));
+    }
+    let seq = ix.db.generate_id().map_err(StoreError::db(&ix.path))?;
+    let mut rest = entry.at_ms.to_be_bytes().to_vec();
+    rest.extend_from_slice(&seq.to_be_bytes());
+    let history = ix.history.clone();
+    ix.put(&history, &session_key(session, &rest), entry)?;
+    // Drop the oldest beyond the cap.
+    let prefix = session_key(session, b"");
+    let old: Vec<sled::IVec> = history
+        .scan_prefix(&prefix)
+        .keys()
+        .rev()
+        .skip(HISTORY_CAP)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(StoreError::db(&ix.path))?;
+    for k in old {
+        ix.remove(&history, &k)?;
+    }
+    Ok(())
+}
+
+/// [`Store::context_entries`] within an index visit.
+pub(crate) fn context_in(ix: &mut Index, session: &str, now_ms: u64) -> Result<Vec<ContextEntry>> {
+    Ok(ix
+        .scan::<ContextEntry>(&ix.context, &session_key(session, b""))?
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| now_ms < e.expires_at_ms)
+        .collect())
 }
 
 /// Remove a session's row, history and context from the index. Whether the row existed.

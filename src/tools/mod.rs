@@ -18,9 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::workflow::model::{ErrorClass, Rule};
 
+pub mod docker;
 pub mod docs;
 pub mod noop;
 pub mod render_template;
+pub mod share_context;
 pub mod shell;
 pub mod subworkflow;
 
@@ -110,6 +112,20 @@ pub struct ToolContext {
     pub secrets: Arc<Vec<String>>,
     /// How deep in sub-workflows this call is (guards against runaway recursion).
     pub depth: u32,
+    /// The run's session context (`share_context` publishes to it); `None` when the run
+    /// has no session (a library run without the store).
+    pub context_sink: Option<Arc<dyn ContextSink>>,
+}
+
+/// The future a [`ContextSink`] returns.
+pub type ContextFuture = Pin<Box<dyn Future<Output = Result<(), ToolError>> + Send>>;
+
+/// Where tools publish shared-context entries: the run's session in the store
+/// (`crate::runner`). Later runs of the session read them as `{{context.KEY}}`.
+pub trait ContextSink: Send + Sync + 'static {
+    /// Publish `value` under `key` for `ttl` (`None`: the default, one hour). The value
+    /// is redacted of the run's secrets before it is stored.
+    fn put(&self, key: String, value: Value, ttl: Option<std::time::Duration>) -> ContextFuture;
 }
 
 impl ToolContext {
@@ -126,6 +142,7 @@ impl ToolContext {
             registry,
             secrets: Arc::new(Vec::new()),
             depth: 0,
+            context_sink: None,
         }
     }
 
@@ -229,6 +246,8 @@ impl ToolRegistry {
         r.register(noop::Noop);
         r.register(shell::Shell);
         r.register(render_template::RenderTemplate);
+        r.register(share_context::ShareContext);
+        docker::register(&mut r);
         r.register(subworkflow::SubWorkflow);
         r
     }

@@ -193,6 +193,9 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
         context: Map::new(),
         depth: ctx.depth + 1,
         secrets: ctx.secrets.to_vec(),
+        recorder: None,
+        context_sink: ctx.context_sink.clone(),
+        resume: None,
     };
     let report = Engine::new(Arc::clone(&ctx.registry))
         .run(plan, opts, tx)
