@@ -32,19 +32,29 @@ fn layered(n: usize, width: usize) -> String {
 }
 
 fn chain(n: usize) -> String {
-    let mut s = String::from("apiVersion: ckflow/v1\nname: bench\nsteps:\n  - {id: s0, tool: noop}\n");
+    let mut s =
+        String::from("apiVersion: ckflow/v1\nname: bench\nsteps:\n  - {id: s0, tool: noop}\n");
     for i in 1..n {
-        s.push_str(&format!("  - {{id: s{i}, tool: noop, needs: [s{}]}}\n", i - 1));
+        s.push_str(&format!(
+            "  - {{id: s{i}, tool: noop, needs: [s{}]}}\n",
+            i - 1
+        ));
     }
     s
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let registry = Arc::new(ToolRegistry::builtin());
     let engine = Engine::new(registry.clone());
     let mut group = c.benchmark_group("scheduler");
-    for (shape, n, text) in [("layered", 1000usize, layered(1000, 50)), ("chain", 1000, chain(1000))] {
+    for (shape, n, text) in [
+        ("layered", 1000usize, layered(1000, 50)),
+        ("chain", 1000, chain(1000)),
+    ] {
         let wf = Workflow::from_str_with("bench.yaml", &text, &registry).unwrap();
         let plan = Arc::new(Plan::new(Arc::new(wf), &registry));
         group.throughput(Throughput::Elements(n as u64));

@@ -4,10 +4,12 @@
 //! finished step before anything reports it, appends step output to the store's logs, and
 //! publishes shared context to the run's session.
 //!
-//! The store's calls block on file IO, so the runner makes them on blocking threads, never
-//! on the async workers; [`Runner::start`] and [`Runner::resume`] themselves create the run
-//! record before they return (a few milliseconds; an index visit may wait for another
-//! process up to the store's lock timeout), then return at once with the run going on.
+//! The store's calls block on file IO. While a run goes on, all of its IO happens on a
+//! thread of its own (`recorder`), never on the async workers. [`Runner::start`] and
+//! [`Runner::resume`] create the run's durable record before they return (a few
+//! milliseconds; an index visit may wait for another process up to the store's lock
+//! timeout), inside `block_in_place` on a multi-thread runtime, then return with the run
+//! going on as a task.
 
 #![allow(
     clippy::result_large_err,
@@ -71,8 +73,8 @@ pub struct RunRequest {
 pub struct ResumeRequest {
     /// The run to continue.
     pub run_id: String,
-    /// Inputs given again: the secret inputs (never stored) must be, others may override
-    /// nothing (the stored values are used).
+    /// Inputs given again: the secret inputs must be (they were never stored); others
+    /// given here replace the stored values (steps kept from before are not run again).
     pub inputs: Map<String, Value>,
     /// Plan from this (edited) workflow instead of the stored source; its step ids must be
     /// those of the stored run.
@@ -226,6 +228,14 @@ impl Runner {
             return Err(RunnerError::Running(req.run_id));
         }
         let (stored, record) = self.stored_workflow(&req.run_id)?;
+        if record.status == store::RunStatus::Succeeded {
+            let d = stored.loaded.diag(
+                Code::InputValue,
+                "",
+                format!("run {} succeeded: there is nothing to resume", req.run_id),
+            );
+            return Err(RunnerError::Invalid(Diagnostics(vec![d])));
+        }
         let (workflow, changed) = match &req.from_file {
             Some(edited) => {
                 let changed = compare_steps(&stored, edited)?;
@@ -291,7 +301,7 @@ impl Runner {
                 pid: Some(std::process::id()),
             });
         }
-        match self.store.request_cancel(run_id) {
+        match off_the_workers(|| self.store.request_cancel(run_id)) {
             Ok(o) => Ok(o),
             Err(StoreError::RunNotFound(id)) => Err(RunnerError::NotFound(id)),
             Err(e) => Err(e.into()),
@@ -300,7 +310,7 @@ impl Runner {
 
     /// The workflow a run was started with (from its stored source), and its record.
     fn stored_workflow(&self, run_id: &str) -> Result<(Workflow, RunRecord), RunnerError> {
-        let detail = match self.store.get_run(run_id) {
+        let detail = match off_the_workers(|| self.store.get_run(run_id)) {
             Ok(Some(d)) => d,
             Ok(None) | Err(StoreError::RunNotFound(_)) => {
                 return Err(RunnerError::NotFound(run_id.to_owned()));

@@ -1236,3 +1236,168 @@ fn every_example_runs_green() {
         );
     }
 }
+
+// ---- recording and resume (the hooks `ckflow::runner` uses) -------------------------------
+
+/// A recorder whose commits take a while, noting every event that reports a step before its
+/// commit resolved.
+struct SlowRecorder {
+    committed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    violations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    needs: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl ckflow::engine::Recorder for SlowRecorder {
+    fn event(&self, e: &ckflow::Event) {
+        let committed = self.committed.lock().unwrap();
+        match &e.kind {
+            EventKind::StepFinished { step, .. } | EventKind::StepSkipped { step, .. }
+                if !committed.contains(step) =>
+            {
+                self.violations
+                    .lock()
+                    .unwrap()
+                    .push(format!("{step} reported before its commit"));
+            }
+            EventKind::StepStarted { step, .. } => {
+                for need in self.needs.get(step).into_iter().flatten() {
+                    if !committed.contains(need) {
+                        self.violations
+                            .lock()
+                            .unwrap()
+                            .push(format!("{step} started before {need} was committed"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn commit(&self, steps: Vec<ckflow::engine::FinishedStep>) -> ckflow::engine::CommitFuture {
+        let committed = std::sync::Arc::clone(&self.committed);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            committed
+                .lock()
+                .unwrap()
+                .extend(steps.into_iter().map(|s| s.id));
+            Ok(())
+        })
+    }
+}
+
+fn run_with(
+    yaml: &str,
+    configure: impl FnOnce(&mut ckflow::RunOptions),
+) -> (ckflow::RunReport, Vec<ckflow::Event>) {
+    use std::sync::Arc;
+    let registry = Arc::new(ckflow::ToolRegistry::builtin());
+    let wf = ckflow::Workflow::from_str_with("t.yaml", yaml, &registry).unwrap();
+    let inputs = wf.resolve_inputs(&Default::default()).unwrap();
+    let plan = Arc::new(ckflow::Plan::new(Arc::new(wf), &registry));
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ckflow::RunOptions {
+        inputs,
+        project_dir: dir.path().to_path_buf(),
+        workspace: dir.path().to_path_buf(),
+        ..ckflow::RunOptions::default()
+    };
+    configure(&mut opts);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = rt.block_on(ckflow::Engine::new(registry).run(plan, opts, tx));
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (report, events)
+}
+
+#[test]
+fn a_recorded_step_is_reported_and_releases_its_dependents_only_once_committed() {
+    let committed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = SlowRecorder {
+        committed: std::sync::Arc::clone(&committed),
+        violations: std::sync::Arc::clone(&violations),
+        needs: [("c", vec!["a", "b"]), ("d", vec!["c"])]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+            .collect(),
+    };
+    let (report, events) = run_with(
+        r#"
+apiVersion: ckflow/v1
+name: rec
+steps:
+  - {id: a, tool: shell, with: {run: "echo a"}}
+  - {id: b, tool: noop}
+  - {id: c, tool: noop, needs: [a, b], if: "{{eq steps.a.outputs.stdout 'x'}}"}
+  - {id: d, tool: noop, needs: [c], when: always}
+finally:
+  - {id: f, tool: noop}
+"#,
+        |o| o.recorder = Some(std::sync::Arc::new(recorder)),
+    );
+    assert_eq!(report.status.as_str(), "succeeded");
+    assert_eq!(violations.lock().unwrap().as_slice(), [] as [String; 0]);
+    let mut all = committed.lock().unwrap().clone();
+    all.sort();
+    assert_eq!(all, ["a", "b", "c", "d", "f"]);
+    let finished = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::StepFinished { .. }))
+        .count();
+    assert_eq!(finished, 4, "c is skipped, the rest finish");
+}
+
+#[test]
+fn a_resumed_run_keeps_the_finished_steps_and_feeds_their_outputs_to_templates() {
+    use ckflow::engine::{PriorStep, ResumeState, StepReport, StepStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran.txt");
+    let prior = |status, outputs| PriorStep {
+        report: StepReport {
+            status,
+            attempts: 1,
+            duration_ms: 7,
+            outputs,
+            error: None,
+            tolerated: false,
+            routing: vec![],
+            skipped_reason: None,
+        },
+    };
+    let mut resume = ResumeState::new();
+    resume.prior(
+        "a",
+        prior(StepStatus::Succeeded, json!({"stdout": "from before\n"})),
+    );
+    resume.prior("b", prior(StepStatus::Failed, Value::Null));
+    // c succeeded before, but it needs b, which runs again: so does c.
+    resume.prior("c", prior(StepStatus::Succeeded, json!({})));
+    let yaml = format!(
+        r#"
+apiVersion: ckflow/v1
+name: res
+steps:
+  - {{id: a, tool: shell, with: {{run: "echo a >> {m}"}}}}
+  - {{id: b, tool: shell, needs: [a], with: {{run: "echo b >> {m}; echo '{{{{steps.a.outputs.stdout}}}}'"}}}}
+  - {{id: c, tool: shell, needs: [b], with: {{run: "echo c >> {m}"}}}}
+"#,
+        m = marker.display()
+    );
+    let (report, events) = run_with(&yaml, |o| o.resume = Some(resume));
+    assert_eq!(report.status.as_str(), "succeeded");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "b\nc\n");
+    assert_eq!(report.steps["a"].duration_ms, 7, "a is the earlier record");
+    assert_eq!(report.steps["b"].outputs["stdout"], "from before\n\n");
+    let started: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepStarted { step, .. } => Some(step.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, ["b", "c"]);
+}

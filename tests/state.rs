@@ -379,7 +379,14 @@ fn resume_from_an_edited_file_names_the_changed_steps_and_keeps_the_finished_one
     assert_eq!(detail["status"], "succeeded");
     assert_eq!(detail["resumes"], 2);
 
-    // A finished run cannot be resumed twice over a live one, and unknown ids are refused.
+    // A run that succeeded has nothing to resume; unknown ids are refused.
+    let out = p.run(&["resume", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("there is nothing to resume"),
+        "{}",
+        text(&out)
+    );
     let out = p.run(&["resume", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

@@ -85,9 +85,6 @@ pub fn run(a: Args, state: Option<PathBuf>) -> i32 {
             Some(Arc::new(wf))
         }
     };
-    if !a.json {
-        eprintln!("resuming run {}", a.id);
-    }
     let reporting = Reporting {
         json: a.json,
         events: a.events.clone(),
@@ -101,6 +98,9 @@ pub fn run(a: Args, state: Option<PathBuf>) -> i32 {
     };
     drive(&reporting, |events| {
         let started = runner.resume(ResumeRequest { events, ..request })?;
+        if !a.json {
+            eprintln!("resuming run {}", started.run_id);
+        }
         Ok(Driven::from_runner(&runner, started))
     })
 }

@@ -1716,8 +1716,10 @@ fn step_report(st: &StepState) -> StepReport {
 }
 
 /// `steps.<id>.error` in templates: `{class, code, message}` (`code` null when none).
+/// A failure as templates see it (`steps.<id>.error`, `failed.error`): class, code, message
+/// and the tool's structured details (a push failure's `registry`, an exit code, …).
 fn error_json(e: &ToolError) -> Value {
-    json!({"class": e.class.as_str(), "code": e.code, "message": e.message})
+    json!({"class": e.class.as_str(), "code": e.code, "message": e.message, "details": e.details})
 }
 
 /// The items of a rendered `for_each`: a list, or text holding a JSON list.

@@ -402,10 +402,9 @@ impl<'a> Checker<'a> {
                 ),
             ));
         }
-        if let Some(i) = r
-            .on
-            .as_ref()
-            .and_then(|on| on.iter().position(|c| *c == ErrorClass::Cancelled))
+        if let Some(i) =
+            r.on.as_ref()
+                .and_then(|on| on.iter().position(|c| *c == ErrorClass::Cancelled))
         {
             self.push(self.loaded.diag(
                 Code::BadLimit,
