@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::workflow::model::{ErrorClass, Rule};
 
+pub(crate) mod capture;
 pub mod docker;
 pub mod docs;
 pub mod noop;

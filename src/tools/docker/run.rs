@@ -37,13 +37,10 @@ use super::http::Endpoint;
 use super::images::{PullImage, check_image, or_cancel};
 use super::reference::{Reference, is_image_id};
 use super::{Args, Redactor, output};
+use crate::tools::capture::Capture;
 use crate::tools::{Tool, ToolContext, ToolError, ToolFuture};
 use crate::workflow::model::ErrorClass;
 
-/// Most bytes of each stream kept in the result.
-const CAPTURE_LIMIT: usize = 1 << 20;
-/// Most bytes of each stream in an error's details.
-const TAIL_LIMIT: usize = 4 << 10;
 /// A line longer than this is reported in pieces.
 const MAX_LINE: usize = 64 << 10;
 /// How long output may still arrive after the container exited.
@@ -978,83 +975,6 @@ impl Stream {
     }
 }
 
-/// The first [`CAPTURE_LIMIT`] bytes of a stream, how many more there were, and the last
-/// bytes (for error details).
-#[derive(Default)]
-struct Capture {
-    head: Vec<u8>,
-    dropped: u64,
-    tail: Vec<u8>,
-}
-
-impl Capture {
-    fn push(&mut self, bytes: &[u8]) {
-        let take = (CAPTURE_LIMIT - self.head.len()).min(bytes.len());
-        self.head.extend_from_slice(&bytes[..take]);
-        let rest = &bytes[take..];
-        if rest.is_empty() {
-            return;
-        }
-        if self.dropped == 0 {
-            self.tail
-                .extend_from_slice(&self.head[self.head.len().saturating_sub(TAIL_LIMIT)..]);
-        }
-        self.dropped += rest.len() as u64;
-        self.tail
-            .extend_from_slice(&rest[rest.len().saturating_sub(TAIL_LIMIT)..]);
-        if self.tail.len() > 2 * TAIL_LIMIT {
-            self.tail.drain(..self.tail.len() - TAIL_LIMIT);
-        }
-    }
-
-    /// The captured text, with a `…[truncated N bytes]` mark when over the limit.
-    fn text(&self) -> String {
-        if self.dropped == 0 {
-            return String::from_utf8_lossy(&self.head).into_owned();
-        }
-        let cut = utf8_prefix_len(&self.head);
-        let dropped = self.dropped + (self.head.len() - cut) as u64;
-        let mut s = String::from_utf8_lossy(&self.head[..cut]).into_owned();
-        if !s.is_empty() && !s.ends_with('\n') {
-            s.push('\n');
-        }
-        s.push_str(&format!("…[truncated {dropped} bytes]"));
-        s
-    }
-
-    /// The last [`TAIL_LIMIT`] bytes, starting on a character boundary.
-    fn tail(&self) -> String {
-        let src = if self.dropped == 0 {
-            &self.head
-        } else {
-            &self.tail
-        };
-        let mut start = src.len().saturating_sub(TAIL_LIMIT);
-        while start > 0 && start < src.len() && src[start] & 0xC0 == 0x80 {
-            start += 1;
-        }
-        String::from_utf8_lossy(&src[start..]).into_owned()
-    }
-}
-
-/// The length of `b` without a UTF-8 sequence cut short at its end.
-fn utf8_prefix_len(b: &[u8]) -> usize {
-    for back in 1..=b.len().min(4) {
-        let i = b.len() - back;
-        let c = b[i];
-        if c & 0xC0 != 0x80 {
-            let need = match c {
-                0xF0.. => 4,
-                0xE0.. => 3,
-                0xC0.. => 2,
-                _ => 1,
-            };
-            return if back < need { i } else { b.len() };
-        }
-    }
-    b.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1078,13 +998,5 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("ckflow-run1x-"), "{a}");
         assert!(container_name("").starts_with("ckflow-"));
-    }
-
-    #[test]
-    fn capture_marks_truncation() {
-        let mut c = Capture::default();
-        c.push(&vec![b'a'; CAPTURE_LIMIT + 10]);
-        assert!(c.text().ends_with("\n…[truncated 10 bytes]"));
-        assert_eq!(c.tail().len(), TAIL_LIMIT);
     }
 }
