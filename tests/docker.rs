@@ -569,6 +569,7 @@ fn tools_are_described_with_rules() {
         "pull_image",
         "check_registry_auth",
         "run_container",
+        "validate_dockerfile",
     ] {
         let t = reg
             .tool(name)
@@ -598,10 +599,17 @@ fn tools_are_described_with_rules() {
     }
     assert!(!reg.tool("check_registry_auth").unwrap().destructive());
     assert!(reg.tool("push_image").unwrap().destructive());
-    assert!(
-        reg.tool("build_image").unwrap().default_rules().is_empty(),
-        "validate_dockerfile does not exist yet"
-    );
+    {
+        let rules = reg.tool("build_image").unwrap().default_rules();
+        assert_eq!(rules.len(), 1);
+        let r = &rules[0];
+        assert_eq!(r.matcher.tool, ["build_image"]);
+        assert_eq!(r.matcher.error, ["build_failed"]);
+        let route = r.route.as_ref().unwrap();
+        assert_eq!(route.tool, "validate_dockerfile");
+        assert_eq!(route.with["path"], "{{failed.error.details.dockerfile}}");
+        assert_eq!((r.then, r.max), (Then::Fail, 1));
+    }
 
     // transient push and pull failures are retried twice more
     for name in ["push_image", "pull_image"] {
@@ -1243,7 +1251,7 @@ async fn a_failing_run_is_build_failed() {
         "{e}"
     );
     assert!(e.message.contains("RUN false"), "{}", e.message);
-    let d = e.details.unwrap();
+    let d = e.details.clone().unwrap();
     assert_eq!(d["instruction"], "RUN false");
     assert_eq!(d["step"], "2/3");
     assert_eq!(d["exit_code"], 1);
@@ -1251,6 +1259,25 @@ async fn a_failing_run_is_build_failed() {
         d["log"].as_str().unwrap().contains("Step 2/3 : RUN false"),
         "{d}"
     );
+    // the default rule routes it to validate_dockerfile with the absolute Dockerfile path
+    let rule = ToolRegistry::builtin()
+        .tool("build_image")
+        .unwrap()
+        .default_rules()[0]
+        .clone();
+    let route = rule.route.unwrap();
+    let failed = json!({"failed": {
+        "step": "build", "tool": "build_image", "attempts": 1,
+        "error": serde_json::to_value(&e).unwrap()
+    }});
+    let args = ckflow::template::render_value(&Value::Object(route.with), &failed).unwrap();
+    let path = args["path"].as_str().unwrap().to_owned();
+    assert!(
+        std::path::Path::new(&path).is_absolute() && path.ends_with("Dockerfile"),
+        "{args}"
+    );
+    let report = c.call(&route.tool, args).await.unwrap();
+    assert!(report["findings"].is_array(), "{report}");
     // streamed as it ran
     assert!(
         c.lines("stdout")

@@ -26,6 +26,7 @@ pub mod render_template;
 pub mod share_context;
 pub mod shell;
 pub mod subworkflow;
+pub mod validate_dockerfile;
 
 /// The future a tool call returns.
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value, ToolError>> + Send>>;
@@ -249,6 +250,7 @@ impl ToolRegistry {
         r.register(render_template::RenderTemplate);
         r.register(share_context::ShareContext);
         docker::register(&mut r);
+        r.register(validate_dockerfile::ValidateDockerfile);
         r.register(subworkflow::SubWorkflow);
         r
     }

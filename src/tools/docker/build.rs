@@ -28,7 +28,7 @@ use super::images::{check_platform, image_id, invalid_reference, or_cancel};
 use super::reference::Reference;
 use super::{Args, Lines, Redactor, auth, classify_registry, output, part};
 use crate::tools::{Tool, ToolContext, ToolError, ToolFuture};
-use crate::workflow::model::ErrorClass;
+use crate::workflow::model::{ErrorClass, Match, Route, Rule, Then};
 
 /// How many log lines a `BUILD_FAILED` error keeps.
 const LOG_TAIL: usize = 30;
@@ -132,8 +132,8 @@ impl Tool for BuildImage {
                 "BUILD_FAILED",
                 "A step failed, e.g. `RUN` exited non-zero or `COPY` found no file (class \
                  `build_failed`); the message names the instruction, details hold \
-                 `instruction`, `step` (`3/5`), `exit_code` (for `RUN`) and `log` (the last \
-                 lines).",
+                 `dockerfile` (its absolute path), `instruction`, `step` (`3/5`), `exit_code` \
+                 (for `RUN`) and `log` (the last lines).",
             ),
             (
                 "DOCKERFILE_NOT_FOUND",
@@ -181,6 +181,24 @@ impl Tool for BuildImage {
                 "No Docker engine answers at `DOCKER_HOST` (class `not_found`).",
             ),
         ]
+    }
+
+    fn default_rules(&self) -> Vec<Rule> {
+        let mut with = serde_json::Map::new();
+        with.insert("path".into(), json!("{{failed.error.details.dockerfile}}"));
+        vec![Rule {
+            matcher: Match {
+                tool: vec!["build_image".into()],
+                error: vec!["build_failed".into()],
+                ..Match::default()
+            },
+            route: Some(Route {
+                tool: "validate_dockerfile".into(),
+                with,
+            }),
+            then: Then::Fail,
+            max: 1,
+        }]
     }
 
     fn destructive(&self) -> bool {
@@ -500,6 +518,7 @@ fn failure(e: BollardError, spec: &Spec, log: &Log, red: &Redactor) -> ToolError
                 .next()
                 .is_some_and(|w| w.eq_ignore_ascii_case("FROM"));
             let mut details = json!({
+                "dockerfile": spec.dockerfile.display().to_string(),
                 "instruction": instruction,
                 "step": step,
                 "error": error,
