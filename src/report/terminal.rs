@@ -27,6 +27,9 @@ struct Live {
     run: ProgressBar,
     /// Spinners of running steps and instances, by label (`build`, `build[2]`).
     running: HashMap<String, ProgressBar>,
+    /// Bars of the parts a step reports progress on with a known size (the layers of a push
+    /// or pull), by label and part id.
+    parts: HashMap<(String, String), ProgressBar>,
 }
 
 impl Terminal {
@@ -47,6 +50,7 @@ impl Terminal {
                 mp,
                 run,
                 running: HashMap::new(),
+                parts: HashMap::new(),
             }
         });
         Terminal {
@@ -138,15 +142,30 @@ impl Terminal {
                 current,
                 total,
             } => {
-                if let Some(live) = &self.live
-                    && let Some(bar) = live.running.get(&label(step, *instance))
-                {
-                    let amount = match (current, total) {
-                        (Some(c), Some(t)) => format!(" {c}/{t}"),
-                        (Some(c), None) => format!(" {c}"),
-                        _ => String::new(),
-                    };
-                    bar.set_message(format!("{}: {id} {status}{amount}", label(step, *instance)));
+                if let Some(live) = &mut self.live {
+                    let who = label(step, *instance);
+                    if let (Some(c), Some(t)) = (current, total) {
+                        // A part with a known size gets its own bar under the step.
+                        let key = (who.clone(), id.clone());
+                        let mp = &live.mp;
+                        let bar = live.parts.entry(key).or_insert_with(|| {
+                            let b = mp.add(ProgressBar::new(*t));
+                            b.set_style(
+                                ProgressStyle::with_template(
+                                    "    {msg:30} [{bar:24}] {bytes}/{total_bytes}",
+                                )
+                                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                                .progress_chars("=> "),
+                            );
+                            b
+                        });
+                        bar.set_length(*t);
+                        bar.set_position(*c);
+                        bar.set_message(format!("{id} {status}"));
+                    } else if let Some(bar) = live.running.get(&who) {
+                        let amount = current.map(|c| format!(" {c}")).unwrap_or_default();
+                        bar.set_message(format!("{who}: {id} {status}{amount}"));
+                    }
                 }
             }
             EventKind::StepRetrying {
@@ -240,6 +259,14 @@ impl Terminal {
             live.run.inc(1);
             let prefix = format!("{step}[");
             live.running.retain(|label, bar| {
+                let mine = label == step || label.starts_with(&prefix);
+                if mine {
+                    bar.finish_and_clear();
+                    live.mp.remove(bar);
+                }
+                !mine
+            });
+            live.parts.retain(|(label, _), bar| {
                 let mine = label == step || label.starts_with(&prefix);
                 if mine {
                     bar.finish_and_clear();
