@@ -9,7 +9,7 @@ use rmcp::model::{
 };
 
 use super::McpServer;
-use crate::store::{RunFilter, StoreError};
+use crate::store::{RunFilter, StoreError, percent_decode};
 
 /// The URI scheme and prefix of run resources.
 const PREFIX: &str = "ckflow://runs/";
@@ -77,24 +77,6 @@ fn parse(uri: &str) -> Option<Target> {
         }),
         _ => None,
     }
-}
-
-/// `%XX` decoding; `None` for bad escapes or text that is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn not_found(uri: &str, why: impl std::fmt::Display) -> ErrorData {

@@ -35,8 +35,13 @@ pub fn log_file_name(step: &str) -> String {
 
 /// The step id a log file name stands for (the inverse of [`log_file_name`]).
 pub fn step_of_log_file(name: &str) -> Option<String> {
-    let stem = name.strip_suffix(".log")?;
-    let bytes = stem.as_bytes();
+    percent_decode(name.strip_suffix(".log")?)
+}
+
+/// `%XX` decoding (of log file names here, of resource URIs in the MCP server); `None` for
+/// a bad escape or text that is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 pub use error::{Result, StoreError};
 pub use format::CURRENT_FORMAT;
-pub use logs::{LogFollower, log_file_name, step_of_log_file};
+pub use logs::{LogFollower, log_file_name, percent_decode, step_of_log_file};
 pub use model::{
     CancelOutcome, CommitStats, ContextEntry, DetailSource, GcOptions, GcReport, HistoryEntry,
     HistoryKind, LogStream, RunDetail, RunFilter, RunRecord, RunStatus, RunSummary, Session,
