@@ -43,6 +43,8 @@ pub struct Runner {
     live: Arc<Mutex<HashMap<String, LiveRun>>>,
     /// Sweep expired context and sessions as each run starts (the CLI does).
     sweep_on_start: bool,
+    /// Confine the runs' path arguments to the project and the workspace.
+    confine_paths: bool,
 }
 
 /// A run going on in this process: its tokens (the second cancel stops `finally` too).
@@ -145,6 +147,7 @@ impl Runner {
             store,
             live: Arc::new(Mutex::new(HashMap::new())),
             sweep_on_start: false,
+            confine_paths: false,
         }
     }
 
@@ -153,6 +156,14 @@ impl Runner {
     /// instead (`store().sweep(now)`).
     pub fn with_sweep_on_start(mut self, on: bool) -> Runner {
         self.sweep_on_start = on;
+        self
+    }
+
+    /// Confine the tools' path arguments in every run to the project folder and the
+    /// session workspace ([`crate::ToolContext::path`]); the MCP server does unless it
+    /// was started with `--allow-host-exec`.
+    pub fn with_confined_paths(mut self, on: bool) -> Runner {
+        self.confine_paths = on;
         self
     }
 
@@ -369,6 +380,7 @@ impl Runner {
             recorder: Some(recorder.clone()),
             context_sink: Some(Arc::new(sink)),
             resume: l.resume,
+            confine_paths: self.confine_paths,
             ..RunOptions::default()
         };
         let engine = Engine::new(Arc::clone(&self.registry));

@@ -65,7 +65,8 @@ pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
     }
     let registry = Arc::new(ToolRegistry::builtin());
     let runner = match Runner::new(registry, project.clone(), state_dir) {
-        Ok(r) => Arc::new(r),
+        // Clients' runs keep their paths inside the project unless the server trusts them.
+        Ok(r) => Arc::new(r.with_confined_paths(!a.allow_host_exec)),
         Err(e) => {
             eprintln!("error: cannot open the state store: {e}");
             return exit::FAILED;

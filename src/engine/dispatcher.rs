@@ -200,6 +200,8 @@ pub(crate) struct Dispatcher {
     run_id: String,
     project_dir: std::path::PathBuf,
     workspace: std::path::PathBuf,
+    /// Where path arguments must stay ([`ToolContext::roots`]).
+    roots: Option<Arc<Vec<std::path::PathBuf>>>,
     inputs: Value,
     shared_context: Value,
     depth: u32,
@@ -308,6 +310,12 @@ impl Dispatcher {
             registry,
             emitter,
             run_id,
+            roots: opts.confine_paths.then(|| {
+                Arc::new(crate::tools::confinement_roots(
+                    &opts.project_dir,
+                    &opts.workspace,
+                ))
+            }),
             project_dir: opts.project_dir,
             workspace: opts.workspace,
             inputs: Value::Object(opts.inputs),
@@ -731,6 +739,7 @@ impl Dispatcher {
             registry: Arc::clone(&self.registry),
             secrets: Arc::clone(&self.secrets),
             depth: self.depth,
+            roots: self.roots.clone(),
         }
     }
 

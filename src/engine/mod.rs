@@ -101,6 +101,9 @@ pub struct RunOptions {
     /// Resume: the steps of the earlier attempt that are kept (not run again; their outputs
     /// and status feed templates).
     pub resume: Option<ResumeState>,
+    /// Confine the tools' path arguments to the project folder and the workspace
+    /// ([`crate::ToolContext::path`]): the MCP server's runs for clients.
+    pub confine_paths: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -136,6 +139,7 @@ impl Default for RunOptions {
             recorder: None,
             context_sink: None,
             resume: None,
+            confine_paths: false,
         }
     }
 }

@@ -18,11 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::workflow::model::{ErrorClass, Rule};
 
+pub mod analyze_repository;
 pub(crate) mod capture;
 pub mod docker;
 pub mod docs;
+pub mod generate_dockerfile;
+pub mod generate_manifests;
 pub mod noop;
 pub mod render_template;
+pub mod scan_image;
 pub mod share_context;
 pub mod shell;
 pub mod subworkflow;
@@ -117,6 +121,10 @@ pub struct ToolContext {
     /// The run's session context (`share_context` publishes to it); `None` when the run
     /// has no session (a library run without the store).
     pub context_sink: Option<Arc<dyn ContextSink>>,
+    /// The folders path arguments must stay in (canonical); `None`: anywhere. The MCP
+    /// server confines runs and tool calls from clients to the project and the session
+    /// workspace unless it was started with `--allow-host-exec` (SPEC §3).
+    pub roots: Option<Arc<Vec<PathBuf>>>,
 }
 
 /// The future a [`ContextSink`] returns.
@@ -145,10 +153,22 @@ impl ToolContext {
             secrets: Arc::new(Vec::new()),
             depth: 0,
             context_sink: None,
+            roots: None,
         }
     }
 
-    /// Resolve a path argument against the project folder.
+    /// The same context, its path arguments confined to the project folder and the
+    /// workspace (see [`ToolContext::path`]).
+    pub fn confined(mut self) -> ToolContext {
+        self.roots = Some(Arc::new(confinement_roots(
+            &self.project_dir,
+            &self.workspace,
+        )));
+        self
+    }
+
+    /// Resolve a path argument against the project folder, without any check; tools take
+    /// [`ToolContext::path`], which also enforces the confinement.
     pub fn resolve(&self, p: &str) -> PathBuf {
         let path = PathBuf::from(p);
         if path.is_absolute() {
@@ -157,6 +177,82 @@ impl ToolContext {
             self.project_dir.join(path)
         }
     }
+
+    /// Resolve a path argument (relative to the project folder) and, when the context is
+    /// confined, check that it stays inside the project or the workspace: `..` and
+    /// symlinks are followed before the check, so neither can lead out. A path outside
+    /// fails with `invalid_input` / `PATH_OUTSIDE_PROJECT`, naming the argument.
+    #[allow(clippy::result_large_err)] // the error type every tool returns
+    pub fn path(&self, arg: &str, p: &str) -> Result<PathBuf, ToolError> {
+        let resolved = self.resolve(p);
+        let Some(roots) = &self.roots else {
+            return Ok(resolved);
+        };
+        let real = real_path(&resolved);
+        if roots.iter().any(|r| real.starts_with(r)) {
+            Ok(resolved)
+        } else {
+            Err(ToolError::invalid(format!(
+                "`{arg}` is `{p}`, which is outside the project folder and the session \
+                 workspace; this server only lets workflows from clients use paths inside \
+                 them (start it with --allow-host-exec to lift this)"
+            ))
+            .with_code("PATH_OUTSIDE_PROJECT"))
+        }
+    }
+}
+
+/// The canonical project folder and workspace (as given when they do not exist yet).
+pub(crate) fn confinement_roots(
+    project: &std::path::Path,
+    workspace: &std::path::Path,
+) -> Vec<PathBuf> {
+    let mut roots = vec![real_path(project)];
+    let ws = real_path(workspace);
+    if !roots.contains(&ws) {
+        roots.push(ws);
+    }
+    roots
+}
+
+/// `p` with `.`/`..` resolved and every symlink of its longest existing prefix followed
+/// (the part that does not exist yet is appended as written, normalised).
+fn real_path(p: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let absolute;
+    let p = if p.is_absolute() {
+        p
+    } else {
+        absolute = std::env::current_dir().unwrap_or_default().join(p);
+        absolute.as_path()
+    };
+    let mut out = PathBuf::new();
+    let mut rest: Vec<Component<'_>> = p.components().collect();
+    rest.reverse();
+    while let Some(c) = rest.pop() {
+        match c {
+            Component::Prefix(_) | Component::RootDir => out.push(c.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                // Follow a symlink here, so `..` after it goes up from where it points.
+                if let Ok(meta) = std::fs::symlink_metadata(&out)
+                    && meta.file_type().is_symlink()
+                {
+                    match std::fs::canonicalize(&out) {
+                        Ok(real) => out = real,
+                        // A dangling link: where it would point is unknown; keep the
+                        // link's own path, which writes would follow, as outside.
+                        Err(_) => return PathBuf::from("/\0dangling"),
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A tool failure: a class for routing, an optional tool-specific code, a message.
@@ -251,6 +347,10 @@ impl ToolRegistry {
         r.register(share_context::ShareContext);
         docker::register(&mut r);
         r.register(validate_dockerfile::ValidateDockerfile);
+        r.register(analyze_repository::AnalyzeRepository);
+        r.register(generate_dockerfile::GenerateDockerfile);
+        r.register(scan_image::ScanImage);
+        r.register(generate_manifests::GenerateManifests);
         r.register(subworkflow::SubWorkflow);
         r
     }
@@ -308,5 +408,52 @@ impl ToolRegistry {
             "default_rules": tool.default_rules(),
             "host_exec": tool.host_exec(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confined_paths_stay_in_the_project_and_the_workspace() {
+        let t = tempfile::tempdir().unwrap();
+        let project = t.path().join("proj");
+        let ws = t.path().join("ws");
+        std::fs::create_dir_all(project.join("src")).unwrap();
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::create_dir_all(t.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("outside"), project.join("escape")).unwrap();
+        std::os::unix::fs::symlink(project.join("src"), project.join("inner")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("nowhere"), project.join("dangling")).unwrap();
+        let mut ctx = ToolContext::detached(Arc::new(ToolRegistry::empty()), project.clone());
+        ctx.workspace = ws.clone();
+        // Unconfined: anything goes.
+        assert_eq!(ctx.path("p", "/etc").unwrap(), PathBuf::from("/etc"));
+        let ctx = ctx.confined();
+        for ok in [
+            ".",
+            "src",
+            "src/new/file.txt",
+            "inner/x",
+            "src/../Dockerfile",
+        ] {
+            assert!(ctx.path("p", ok).is_ok(), "{ok} should be allowed");
+        }
+        assert!(ctx.path("p", ws.join("out.txt").to_str().unwrap()).is_ok());
+        for bad in [
+            "/etc/passwd",
+            "..",
+            "../outside",
+            "src/../../x",
+            "escape",
+            "escape/f",
+            "inner/../../x",
+            "dangling/x",
+        ] {
+            let e = ctx.path("path", bad).expect_err(bad);
+            assert_eq!(e.code.as_deref(), Some("PATH_OUTSIDE_PROJECT"), "{bad}");
+            assert!(e.message.contains("`path`"), "{}", e.message);
+        }
     }
 }

@@ -183,7 +183,7 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
     let (template, origin) = match args.source {
         Source::Inline(t) => (t, "template".to_owned()),
         Source::File(f) => {
-            let path = ctx.resolve(&f);
+            let path = ctx.path("template_file", &f)?;
             let bytes = tokio::fs::read(&path).await.map_err(|e| {
                 ToolError::new(
                     ErrorClass::NotFound,
@@ -208,7 +208,7 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
 
     let mut result = Map::new();
     if let Some(out) = args.output {
-        let path = absolute(ctx.resolve(&out));
+        let path = absolute(ctx.path("output", &out)?);
         write(&path, &content).await.map_err(|e| {
             ToolError::new(
                 ErrorClass::ToolError,

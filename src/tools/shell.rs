@@ -252,7 +252,7 @@ impl Args {
 async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
     let args = Args::parse(&args)?;
     let dir = match &args.workdir {
-        Some(w) => ctx.resolve(w),
+        Some(w) => ctx.path("workdir", w)?,
         None => ctx.project_dir.clone(),
     };
     match std::fs::metadata(&dir) {

@@ -196,6 +196,7 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
         recorder: None,
         context_sink: ctx.context_sink.clone(),
         resume: None,
+        confine_paths: ctx.roots.is_some(),
     };
     let report = Engine::new(Arc::clone(&ctx.registry))
         .run(plan, opts, tx)
@@ -274,7 +275,7 @@ fn workflow_path(args: &Value, ctx: &ToolContext) -> Result<PathBuf, ToolError> 
                 })
         }
         (None, Some(file)) => {
-            let p = ctx.resolve(file);
+            let p = ctx.path("file", file)?;
             if p.is_file() {
                 Ok(p)
             } else {

@@ -156,7 +156,7 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
         }
         (None, Some(c)) => (c, None),
         (Some(p), None) => {
-            let mut path = ctx.resolve(&p);
+            let mut path = ctx.path("path", &p)?;
             if path.is_dir() {
                 path = path.join("Dockerfile");
             }
@@ -414,7 +414,7 @@ fn syntax(line: usize, message: impl Into<String>) -> Finding {
 // Parser
 
 /// The instructions Dockerfiles know.
-const KEYWORDS: &[&str] = &[
+pub(crate) const KEYWORDS: &[&str] = &[
     "FROM",
     "RUN",
     "CMD",
@@ -502,7 +502,7 @@ fn exec_form(rest: &str) -> Option<Result<Vec<String>, String>> {
 }
 
 /// A parser directive on a line at the top: `# key=value`.
-fn directive(line: &str) -> Option<(String, String)> {
+pub(crate) fn directive(line: &str) -> Option<(String, String)> {
     let rest = line.trim().strip_prefix('#')?;
     let (k, v) = rest.split_once('=')?;
     let k = k.trim().to_ascii_lowercase();
@@ -510,7 +510,7 @@ fn directive(line: &str) -> Option<(String, String)> {
 }
 
 /// The heredocs an instruction's arguments open: (delimiter, strip leading tabs).
-fn heredoc_starts(args: &str) -> Vec<(String, bool)> {
+pub(crate) fn heredoc_starts(args: &str) -> Vec<(String, bool)> {
     let b = args.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -905,7 +905,7 @@ fn is_absolute(p: &str) -> bool {
             && matches!(b[2], b'\\' | b'/'))
 }
 
-fn is_archive(p: &str) -> bool {
+pub(crate) fn is_archive(p: &str) -> bool {
     let p = p.to_ascii_lowercase();
     [
         ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz", ".tar.zst",
@@ -915,7 +915,7 @@ fn is_archive(p: &str) -> bool {
     .any(|s| p.ends_with(s))
 }
 
-fn is_url(p: &str) -> bool {
+pub(crate) fn is_url(p: &str) -> bool {
     p.starts_with("http://") || p.starts_with("https://") || p.starts_with("git@")
 }
 

@@ -274,6 +274,18 @@ impl DockerConfig {
     }
 }
 
+/// The step environment registry auth may read `DOCKER_CONFIG` from: the step's own, except
+/// in a confined context (an MCP client's run, [`crate::ToolContext::roots`]), where a
+/// client must not point ckflow at a `config.json` of its making; there only ckflow's own
+/// environment counts.
+pub fn step_env(ctx: &crate::ToolContext) -> std::borrow::Cow<'_, IndexMap<String, String>> {
+    if ctx.roots.is_some() {
+        std::borrow::Cow::Owned(IndexMap::new())
+    } else {
+        std::borrow::Cow::Borrowed(&ctx.env)
+    }
+}
+
 /// The folder holding `config.json`: `DOCKER_CONFIG` (the step's environment first, then
 /// ckflow's), else `$HOME/.docker`.
 pub fn config_dir(env: &IndexMap<String, String>) -> Option<PathBuf> {
@@ -410,6 +422,24 @@ async fn run_helper(
 ) -> Result<Option<Credentials>, ToolError> {
     use tokio::io::AsyncWriteExt;
     let program = format!("docker-credential-{helper}");
+    if helper.is_empty()
+        || !helper
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        || helper.starts_with('.')
+    {
+        // Like docker's CLI: a helper is a name looked up on PATH, never a path.
+        return Err(ToolError::new(
+            ErrorClass::AuthFailed,
+            format!(
+                "the credential helper `{}` for {registry} is not a plain name (letters, \
+                 digits, `-`, `_`, `.`); refused",
+                program.escape_debug()
+            ),
+        )
+        .with_code("CREDENTIAL_HELPER_FAILED")
+        .with_details(json!({"registry": registry})));
+    }
     let fail = |why: String| {
         ToolError::new(
             ErrorClass::AuthFailed,

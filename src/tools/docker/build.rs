@@ -243,7 +243,7 @@ fn parse(args: &Value, ctx: &ToolContext) -> Result<Spec, ToolError> {
             "labels",
         ],
     )?;
-    let context = ctx.resolve(&a.str("context")?.unwrap_or_else(|| ".".into()));
+    let context = ctx.path("context", &a.str("context")?.unwrap_or_else(|| ".".into()))?;
     match std::fs::metadata(&context) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -267,6 +267,9 @@ fn parse(args: &Value, ctx: &ToolContext) -> Result<Spec, ToolError> {
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "Dockerfile".into());
     let dockerfile = context.join(&df_arg);
+    if ctx.roots.is_some() {
+        ctx.path("dockerfile", &dockerfile.display().to_string())?;
+    }
     if !dockerfile.is_file() {
         return Err(ToolError::new(
             ErrorClass::NotFound,
@@ -574,7 +577,7 @@ async fn from_credentials(
     let text = std::fs::read_to_string(dockerfile).ok()?;
     let mut out = HashMap::new();
     for registry in from_registries(&text) {
-        let Ok(r) = auth::resolve(&registry, None, &ctx.env).await else {
+        let Ok(r) = auth::resolve(&registry, None, &auth::step_env(ctx)).await else {
             continue;
         };
         let Some(c) = &r.credentials else { continue };

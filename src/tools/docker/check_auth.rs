@@ -135,7 +135,7 @@ async fn check(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
             red.add(&s);
         }
     }
-    let resolved = auth::resolve(&registry, step, &ctx.env).await?;
+    let resolved = auth::resolve(&registry, step, &auth::step_env(&ctx)).await?;
     for s in resolved.secrets() {
         red.add(&s);
     }

@@ -401,7 +401,7 @@ async fn credentials(
             red.add(&s);
         }
     }
-    let resolved = auth::resolve(&target.registry, step, &ctx.env)
+    let resolved = auth::resolve(&target.registry, step, &auth::step_env(ctx))
         .await
         .map_err(|e| target.attach(e, None))?;
     for s in resolved.secrets() {

@@ -443,7 +443,7 @@ fn mount(
             ))),
         }
     };
-    let source = ctx.resolve(&text("source")?);
+    let source = ctx.path(&format!("mounts[{i}].source"), &text("source")?)?;
     let target = text("target")?;
     if !target.starts_with('/') || target.trim_end_matches('/').is_empty() {
         return Err(ToolError::invalid(format!(

@@ -1,0 +1,3 @@
+module github.com/example/go-api
+
+go 1.22
