@@ -1,6 +1,5 @@
 //! `ckflow graph FILE [--format dot|mermaid|json]`: the DAG for other tools to draw.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::exit;
@@ -20,9 +19,10 @@ pub enum Format {
 /// Arguments of `ckflow graph`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The workflow file.
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// A workflow file, or the NAME of one in the project's `workflows/` or shipped with
+    /// ckflow.
+    #[arg(value_name = "FILE|NAME")]
+    pub file: String,
     /// The output format.
     #[arg(long, value_enum, default_value = "dot")]
     pub format: Format,
@@ -31,7 +31,7 @@ pub struct Args {
 /// Run it.
 pub fn run(a: Args) -> i32 {
     let registry = ToolRegistry::builtin();
-    let Some(w) = super::load_or_report(&a.file, &registry) else {
+    let Some(w) = super::load_target(&a.file, &super::project(), &registry) else {
         return exit::INVALID;
     };
     let plan = Plan::new(Arc::new(w), &registry);

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 pub mod cancel;
 pub mod gc;
 pub mod graph;
+pub mod init;
 pub mod logs;
 pub mod mcp;
 pub mod plan;
@@ -21,6 +22,7 @@ pub mod schema;
 pub mod sessions;
 pub mod tools;
 pub mod validate;
+pub mod workflows;
 
 /// Exit codes, documented in `docs/cli.md`.
 pub mod exit {
@@ -75,6 +77,10 @@ pub enum Command {
     Sessions(sessions::Args),
     /// Remove old runs (retention) and expired sessions.
     Gc(gc::Args),
+    /// List the project's and the shipped workflows with their inputs, or show one.
+    Workflows(workflows::Args),
+    /// Create `workflows/` with a first workflow.
+    Init(init::Args),
 }
 
 /// Whether stderr is a terminal that wants colour.
@@ -116,7 +122,43 @@ pub fn run(cli: Cli) -> i32 {
         Command::Resume(a) => resume::run(a, cli.state_dir),
         Command::Sessions(a) => sessions::run(a, cli.state_dir),
         Command::Gc(a) => gc::run(a, cli.state_dir),
+        Command::Workflows(a) => workflows::run(a),
+        Command::Init(a) => init::run(a),
     }
+}
+
+/// Load and check the workflow a FILE or NAME argument names (see
+/// [`run::resolve_workflow`]); on failure print why to stderr.
+pub fn load_target(
+    arg: &str,
+    project: &std::path::Path,
+    registry: &crate::ToolRegistry,
+) -> Option<crate::Workflow> {
+    match run::resolve_workflow(arg, project) {
+        Ok(crate::workflow::catalog::Found::File(path)) => load_or_report(&path, registry),
+        Ok(found) => match found.load(registry) {
+            Ok(w) => Some(w),
+            Err(d) => {
+                eprint!("{}", render::diagnostics(&d.0, color_stderr()));
+                eprintln!(
+                    "error: {}: {} problem(s)",
+                    found.display(project),
+                    d.0.len()
+                );
+                None
+            }
+        },
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            None
+        }
+    }
+}
+
+/// The project of the working directory (SPEC §2).
+pub fn project() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    run::project_dir(&cwd)
 }
 
 /// Load and check a workflow file; on failure print its diagnostics to stderr.

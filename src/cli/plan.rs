@@ -1,7 +1,6 @@
 //! `ckflow plan FILE`: the levels and what each step would call, templates unrendered.
 
 use std::fmt::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::exit;
@@ -12,15 +11,16 @@ use crate::{Plan, ToolRegistry};
 /// Arguments of `ckflow plan`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The workflow file.
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// A workflow file, or the NAME of one in the project's `workflows/` or shipped with
+    /// ckflow.
+    #[arg(value_name = "FILE|NAME")]
+    pub file: String,
 }
 
 /// Run it.
 pub fn run(a: Args) -> i32 {
     let registry = ToolRegistry::builtin();
-    let Some(w) = super::load_or_report(&a.file, &registry) else {
+    let Some(w) = super::load_target(&a.file, &super::project(), &registry) else {
         return exit::INVALID;
     };
     let plan = Plan::new(Arc::new(w), &registry);

@@ -22,6 +22,7 @@ use crate::report::json_lines::JsonLines;
 use crate::report::terminal::Terminal;
 use crate::runner::{RunRequest, Runner, RunnerError, StartedRun};
 use crate::store::{self, Store};
+use crate::workflow::catalog::{self, Found};
 use crate::{Engine, Plan, RunReport, ToolRegistry};
 
 /// Arguments of `ckflow run`.
@@ -67,15 +68,8 @@ pub struct Args {
 pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let project = project_dir(&cwd);
-    let path = match resolve_workflow(&a.workflow, &project) {
-        Ok(p) => p,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            return exit::INVALID;
-        }
-    };
     let registry = Arc::new(ToolRegistry::builtin());
-    let Some(workflow) = super::load_or_report(&path, &registry) else {
+    let Some(workflow) = super::load_target(&a.workflow, &project, &registry) else {
         return exit::INVALID;
     };
     let given = match given_inputs(&a.inputs_file, &a.inputs) {
@@ -512,28 +506,18 @@ pub fn project_dir(cwd: &Path) -> PathBuf {
 }
 
 /// A FILE is used as given; a NAME (no `/`, no extension) is `workflows/NAME.yaml` (or
-/// `.yml`, `.json`) of the project.
-pub fn resolve_workflow(arg: &str, project: &Path) -> Result<PathBuf, String> {
+/// `.yml`, `.json`) of the project, else a workflow shipped in the binary
+/// ([`crate::workflow::catalog`]).
+pub fn resolve_workflow(arg: &str, project: &Path) -> Result<Found, String> {
     let is_file = arg.contains('/') || [".yaml", ".yml", ".json"].iter().any(|e| arg.ends_with(e));
     if is_file {
-        return Ok(PathBuf::from(arg));
+        return Ok(Found::File(PathBuf::from(arg)));
     }
-    for ext in ["yaml", "yml", "json"] {
-        let p = project.join("workflows").join(format!("{arg}.{ext}"));
-        if p.is_file() {
-            return Ok(p);
-        }
+    match catalog::resolve(project, arg) {
+        Ok(found) => Ok(found),
+        Err(_) if Path::new(arg).is_file() => Ok(Found::File(PathBuf::from(arg))),
+        Err(e) => Err(e.to_string()),
     }
-    if Path::new(arg).is_file() {
-        return Ok(PathBuf::from(arg));
-    }
-    Err(format!(
-        "no workflow named `{arg}`: there is no {}",
-        project
-            .join("workflows")
-            .join(format!("{arg}.yaml"))
-            .display()
-    ))
 }
 
 /// `--inputs-file` first, then every `-i KEY=VALUE` over it.
@@ -579,13 +563,21 @@ mod tests {
         std::fs::create_dir_all(root.join("a/b")).unwrap();
         std::fs::write(root.join("workflows/hello.yaml"), "x").unwrap();
         assert_eq!(project_dir(&root.join("a/b")), root);
+        let file = |f: Found| match f {
+            Found::File(p) => p,
+            Found::Shipped(s) => PathBuf::from(s.file_name()),
+        };
         assert_eq!(
-            resolve_workflow("hello", root).unwrap(),
-            root.join("workflows/hello.yaml")
+            file(resolve_workflow("hello", root).unwrap()),
+            root.join("workflows/hello.yaml").canonicalize().unwrap()
         );
         assert_eq!(
-            resolve_workflow("x/y.yaml", root).unwrap(),
+            file(resolve_workflow("x/y.yaml", root).unwrap()),
             PathBuf::from("x/y.yaml")
+        );
+        assert_eq!(
+            file(resolve_workflow("containerize", root).unwrap()),
+            PathBuf::from("shipped:workflows/containerize.yaml")
         );
         assert!(
             resolve_workflow("nope", root)

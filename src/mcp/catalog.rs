@@ -51,7 +51,8 @@ impl Builtin {
     fn description(self) -> &'static str {
         match self {
             Builtin::ExecuteWorkflow => {
-                "Run a workflow of the project (`workflows/NAME.yaml`, see ListWorkflows). \
+                "Run a workflow by NAME: the project's `workflows/NAME.yaml`, else one shipped \
+                 with ckflow such as `containerize` (see ListWorkflows). \
                  Waits for the end and returns the run report (isError when the run failed or \
                  was cancelled); with `wait: false` returns {run_id, session_id} at once. \
                  Sends a progress notification per finished step when the request has a \
@@ -72,8 +73,9 @@ impl Builtin {
                  object, into its pretty-printed JSON); `path` is like `steps[2].with.tag`."
             }
             Builtin::ListWorkflows => {
-                "The project's workflows (`workflows/*.yaml|yml|json`): name (what \
-                 ExecuteWorkflow takes), description and inputs of each."
+                "The project's workflows (`workflows/*.yaml|yml|json`) and the ones shipped \
+                 with ckflow (`containerize`): name (what ExecuteWorkflow takes), origin, \
+                 description and inputs of each."
             }
             Builtin::GetRun => {
                 "Everything about one run: status, inputs (secrets masked), every step with \
@@ -121,7 +123,7 @@ impl Builtin {
                     "name": {
                         "type": "string",
                         "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]*$",
-                        "description": "A workflow of the project: `workflows/NAME.yaml` (or .yml, .json). No paths."
+                        "description": "A workflow of the project (`workflows/NAME.yaml`, .yml, .json) or a shipped one (`containerize`). No paths."
                     },
                     "inputs": inputs_arg, "session_id": session_arg, "wait": wait_arg
                 },

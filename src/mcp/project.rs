@@ -1,173 +1,14 @@
-//! The project as MCP clients see it: workflow names that resolve inside `workflows/` and
-//! nowhere else, the listing of those workflows, workflows sent inline (text or a JSON
+//! The project as MCP clients see it (names resolve in [`crate::workflow::catalog`]):
+//! workflows sent inline (text or a JSON
 //! object), and which of a workflow's tools execute on the host.
 
-use std::path::{Path, PathBuf};
-
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::ToolRegistry;
 use crate::workflow::{Diagnostic, Diagnostics, Workflow};
 
 /// What diagnostics call a workflow a client sent.
 pub(crate) const INLINE_NAME: &str = "<mcp>";
-
-/// The extensions a workflow file may have, in the order names are tried.
-const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
-
-/// Why a workflow name does not resolve.
-#[derive(Debug)]
-pub(crate) enum NameError {
-    /// The name is not a plain name (a path, `..`, odd characters): refused.
-    Refused(String),
-    /// No such workflow.
-    NotFound(String),
-}
-
-/// Whether `name` is a plain workflow name: 1 to 128 of `A-Z a-z 0-9 _ -`, starting with a
-/// letter or digit. Nothing that could be a path gets through.
-pub(crate) fn is_plain_name(name: &str) -> bool {
-    name.len() <= 128
-        && name
-            .as_bytes()
-            .first()
-            .is_some_and(u8::is_ascii_alphanumeric)
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// `NAME` → `<project>/workflows/NAME.{yaml,yml,json}`, refusing anything that would leave
-/// `workflows/`: paths, `..`, absolute names, and symlinks that point outside it.
-pub(crate) fn resolve(project: &Path, name: &str) -> Result<PathBuf, NameError> {
-    if !is_plain_name(name) {
-        return Err(NameError::Refused(format!(
-            "`{}` is not a workflow name: ExecuteWorkflow takes the NAME of a file in the \
-             project's workflows/ folder (letters, digits, `-`, `_`; no paths, no `..`, no \
-             extension)",
-            name.escape_debug()
-        )));
-    }
-    let dir = project.join("workflows");
-    let Ok(real_dir) = dir.canonicalize() else {
-        return Err(NameError::NotFound(format!(
-            "no workflow `{name}`: the project {} has no workflows/ folder",
-            project.display()
-        )));
-    };
-    if let Some(found) = resolve_in(&dir, &real_dir, name) {
-        return found;
-    }
-    let known: Vec<String> = names(project).into_iter().map(|(n, _)| n).collect();
-    let hint = if known.is_empty() {
-        "the folder has no workflows".to_owned()
-    } else {
-        format!("its workflows: {}", known.join(", "))
-    };
-    Err(NameError::NotFound(format!(
-        "no workflow `{name}` in workflows/ ({hint})"
-    )))
-}
-
-/// The first `dir/NAME.EXT` that exists, checked to stay inside `real_dir` (the canonical
-/// `dir`); `None` when there is none.
-fn resolve_in(dir: &Path, real_dir: &Path, name: &str) -> Option<Result<PathBuf, NameError>> {
-    for ext in EXTENSIONS {
-        let candidate = dir.join(format!("{name}.{ext}"));
-        if std::fs::symlink_metadata(&candidate).is_err() {
-            continue;
-        }
-        return Some(match candidate.canonicalize() {
-            Ok(real) if !real.starts_with(real_dir) => Err(NameError::Refused(format!(
-                "workflows/{name}.{ext} is a link to a file outside workflows/; refused"
-            ))),
-            Ok(real) if real.is_file() => Ok(real),
-            Ok(_) => Err(NameError::NotFound(format!(
-                "workflows/{name}.{ext} is not a file"
-            ))),
-            Err(e) => Err(NameError::NotFound(format!(
-                "workflows/{name}.{ext} cannot be read: {e}"
-            ))),
-        });
-    }
-    None
-}
-
-/// The workflow files of the project that ExecuteWorkflow accepts, by name (sorted), with
-/// their real paths. Names that are refused (links out of `workflows/`) are left out.
-pub(crate) fn names(project: &Path) -> Vec<(String, PathBuf)> {
-    let dir = project.join("workflows");
-    let Ok(real_dir) = dir.canonicalize() else {
-        return Vec::new();
-    };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut stems = std::collections::BTreeSet::new();
-    for entry in entries.filter_map(Result::ok) {
-        let file = entry.file_name();
-        if let Some((stem, ext)) = file.to_str().and_then(|f| f.rsplit_once('.'))
-            && EXTENSIONS.contains(&ext)
-            && is_plain_name(stem)
-        {
-            stems.insert(stem.to_owned());
-        }
-    }
-    stems
-        .into_iter()
-        .filter_map(|stem| match resolve_in(&dir, &real_dir, &stem) {
-            Some(Ok(path)) => Some((stem, path)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// One entry of `ListWorkflows`.
-pub(crate) fn describe(project: &Path, name: &str, path: &Path, registry: &ToolRegistry) -> Value {
-    let file = path
-        .strip_prefix(project)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| {
-            format!(
-                "workflows/{}",
-                path.file_name().unwrap_or_default().display()
-            )
-        });
-    match Workflow::from_path_with(path, registry) {
-        Ok(wf) => {
-            let inputs: Map<String, Value> = wf
-                .doc
-                .inputs
-                .iter()
-                .map(|(k, spec)| {
-                    let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
-                    if spec.secret
-                        && let Some(d) = v.get_mut("default")
-                    {
-                        *d = json!(crate::store::MASK);
-                    }
-                    (k.clone(), v)
-                })
-                .collect();
-            json!({
-                "name": name,
-                "workflow": wf.doc.name,
-                "file": file,
-                "description": wf.doc.description,
-                "inputs": inputs,
-                "steps": wf.doc.steps.len() + wf.doc.finally.len(),
-                "valid": true,
-            })
-        }
-        Err(d) => json!({
-            "name": name,
-            "file": file,
-            "valid": false,
-            "problems": d.0.len(),
-            "first_problem": d.0.first().map(Diagnostic::short),
-        }),
-    }
-}
 
 /// A workflow a client sent: YAML or JSON text as given, or a JSON object pretty-printed
 /// (so line and column of diagnostics point somewhere readable).
@@ -263,41 +104,6 @@ pub(crate) fn kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_cannot_leave_workflows() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        std::fs::create_dir_all(root.join("workflows")).unwrap();
-        std::fs::write(root.join("workflows/hello.yaml"), "x").unwrap();
-        std::fs::write(root.join("outside.yaml"), "x").unwrap();
-        std::os::unix::fs::symlink(root.join("outside.yaml"), root.join("workflows/evil.yaml"))
-            .unwrap();
-        assert!(resolve(root, "hello").is_ok());
-        for bad in [
-            "../outside",
-            "/etc/passwd",
-            "a/b",
-            "..",
-            ".hidden",
-            "",
-            "x\0y",
-            "hello.yaml",
-        ] {
-            assert!(
-                matches!(resolve(root, bad), Err(NameError::Refused(_))),
-                "{bad:?}"
-            );
-        }
-        assert!(
-            matches!(resolve(root, "evil"), Err(NameError::Refused(m)) if m.contains("outside"))
-        );
-        assert!(
-            matches!(resolve(root, "nope"), Err(NameError::NotFound(m)) if m.contains("hello"))
-        );
-        let listed: Vec<String> = names(root).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(listed, ["hello"]);
-    }
 
     #[test]
     fn host_exec_is_found_in_steps_finally_and_routes() {

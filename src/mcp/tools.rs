@@ -21,11 +21,12 @@ use serde_json::{Map, Value, json};
 
 use super::McpServer;
 use super::catalog::{Builtin, Entry};
-use super::project::{self, NameError};
+use super::project;
 use super::runs::{Outcome, ProgressSink, StartError};
 use crate::report::RunStatus;
 use crate::runner::RunnerError;
 use crate::store::{RunFilter, StoreError};
+use crate::workflow::catalog::{self, NameError};
 use crate::{Diagnostics, Tool, ToolContext, Workflow};
 
 /// Dispatch one `tools/call`.
@@ -259,8 +260,8 @@ async fn execute_workflow(
     let registry = Arc::clone(server.inner.runner.registry());
     let name_owned = name.to_owned();
     let loaded = tokio::task::spawn_blocking(move || {
-        let path = project::resolve(&project_dir, &name_owned)?;
-        Ok::<_, NameError>(Workflow::from_path_with(&path, &registry))
+        let found = catalog::resolve(&project_dir, &name_owned)?;
+        Ok::<_, NameError>(found.load(&registry))
     })
     .await
     .map_err(|e| {
@@ -366,9 +367,9 @@ async fn list_workflows(server: &McpServer) -> Reply {
     let project_dir = server.inner.runner.project_dir().to_path_buf();
     let registry = Arc::clone(server.inner.runner.registry());
     let list = tokio::task::spawn_blocking(move || {
-        project::names(&project_dir)
+        catalog::list(&project_dir)
             .iter()
-            .map(|(name, path)| project::describe(&project_dir, name, path, &registry))
+            .map(|(name, found)| catalog::describe(&project_dir, name, found, &registry))
             .collect::<Vec<Value>>()
     })
     .await
@@ -502,6 +503,9 @@ async fn registry_tool(
         server.inner.runner.project_dir().to_path_buf(),
     );
     ctx.cancel = context.ct.child_token();
+    if !server.inner.options.allow_host_exec {
+        ctx = ctx.confined();
+    }
     // A panicking tool fails its call, not the server.
     let task = tokio::spawn(tool.call(args, ctx));
     match task.await {

@@ -9,7 +9,6 @@
 // `ToolError` is the error type the `Tool` trait fixes.
 #![allow(clippy::result_large_err)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -18,8 +17,9 @@ use serde_json::{Map, Value, json};
 use super::{Progress, Tool, ToolContext, ToolError, ToolFuture};
 use crate::engine::{EventKind, MAX_DEPTH, RunOptions};
 use crate::report::RunStatus;
+use crate::workflow::catalog::{self, Found, NameError};
 use crate::workflow::model::ErrorClass;
-use crate::{Engine, Plan, Workflow};
+use crate::{Engine, Plan};
 
 /// The `workflow` tool.
 pub struct SubWorkflow;
@@ -123,9 +123,9 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
         ))
         .with_code("DEPTH_EXCEEDED"));
     }
-    let path = workflow_path(&args, &ctx)?;
-    let shown = path.display().to_string();
-    let workflow = Workflow::from_path_with(&path, &ctx.registry).map_err(|d| {
+    let found = workflow_path(&args, &ctx)?;
+    let shown = found.display(&ctx.project_dir);
+    let workflow = found.load(&ctx.registry).map_err(|d| {
         let first = d.0.first().map(|x| x.message.clone()).unwrap_or_default();
         ToolError::invalid(format!(
             "the workflow {shown} is invalid ({} problems): {first}",
@@ -243,41 +243,21 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
     }
 }
 
-/// `name` → `workflows/NAME.yaml` (`.yml`, `.json`) of the project; `file` → that file.
-fn workflow_path(args: &Value, ctx: &ToolContext) -> Result<PathBuf, ToolError> {
+/// `name` → `workflows/NAME.yaml` (`.yml`, `.json`) of the project, else a shipped
+/// workflow ([`crate::workflow::catalog`]); `file` → that file.
+fn workflow_path(args: &Value, ctx: &ToolContext) -> Result<Found, ToolError> {
     match (
         args.get("name").and_then(Value::as_str),
         args.get("file").and_then(Value::as_str),
     ) {
-        (Some(name), None) => {
-            let ok = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-            if !ok {
-                return Err(ToolError::invalid(format!(
-                    "`{name}` is not a workflow name (lowercase letters, digits, `-`, `_`)"
-                )));
-            }
-            let dir = ctx.project_dir.join("workflows");
-            ["yaml", "yml", "json"]
-                .iter()
-                .map(|ext| dir.join(format!("{name}.{ext}")))
-                .find(|p| p.is_file())
-                .ok_or_else(|| {
-                    ToolError::new(
-                        ErrorClass::NotFound,
-                        format!(
-                            "no workflow `{name}`: there is no {}",
-                            dir.join(format!("{name}.yaml")).display()
-                        ),
-                    )
-                })
-        }
+        (Some(name), None) => catalog::resolve(&ctx.project_dir, name).map_err(|e| match e {
+            NameError::Refused(m) => ToolError::invalid(m),
+            NameError::NotFound(m) => ToolError::new(ErrorClass::NotFound, m),
+        }),
         (None, Some(file)) => {
             let p = ctx.path("file", file)?;
             if p.is_file() {
-                Ok(p)
+                Ok(Found::File(p))
             } else {
                 Err(ToolError::new(
                     ErrorClass::NotFound,

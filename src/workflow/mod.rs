@@ -5,6 +5,7 @@
 //! [`Workflow`] out of it, so nothing downstream (planning, the engine, MCP) can be handed an
 //! unchecked file.
 
+pub mod catalog;
 pub mod check;
 pub mod diagnostic;
 pub mod duration;

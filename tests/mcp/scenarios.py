@@ -137,6 +137,21 @@ async def basics(args) -> None:
         err, r = await call(c, "shell", {"run": "id"})
         check(err and r["error"] == "host_exec_refused" and "--allow-host-exec" in r["message"], "direct shell refused", r)
 
+        # -- paths stay inside the project: in custom workflows and in direct tool calls
+        outside = os.path.join(os.path.dirname(os.path.abspath(args.project)), "ckflow-escape.txt")
+        escape = ("apiVersion: ckflow/v1\nname: escape\nsteps:\n  - id: w\n    tool: render_template\n"
+                  f"    with: {{template: pwned, output: '{outside}'}}\n")
+        err, r = await call(c, "ExecuteCustomWorkflow", {"workflow": escape})
+        check(err and r["steps"]["w"]["error"]["code"] == "PATH_OUTSIDE_PROJECT" and not os.path.exists(outside),
+              "a custom workflow cannot write outside the project", r)
+        err, r = await call(c, "ExecuteCustomWorkflow", {"workflow": escape.replace(outside, "../x/../../etc/passwd-copy")})
+        check(err and r["steps"]["w"]["error"]["code"] == "PATH_OUTSIDE_PROJECT", "nor with ..", r)
+        err, r = await call(c, "validate_dockerfile", {"path": "/etc/passwd"})
+        check(err and "PATH_OUTSIDE_PROJECT" in r["message"], "a direct tool call cannot read outside the project", r)
+        err, r = await call(c, "ExecuteWorkflow", {"name": "containerize", "inputs": {"image": "x", "path": "/etc"}})
+        check(err and r["steps"]["analyze"]["error"]["code"] == "PATH_OUTSIDE_PROJECT",
+              "nor a project workflow given an outside path by the client", r)
+
         # -- ExecuteWorkflow: names only, inside workflows/
         err, r = await call(c, "ExecuteWorkflow", {"name": "hello", "inputs": {"who": "mcp"}})
         check(not err and r["status"] == "succeeded" and r["steps"]["greet"]["outputs"]["greeting"] == "hello mcp", "a project workflow runs", r)
@@ -158,6 +173,13 @@ async def basics(args) -> None:
         check(not err and {"hello", "failing", "broken", "sleeper"} <= set(wfs) and "evil" not in wfs, "ListWorkflows", lw)
         check(wfs["hello"]["inputs"]["who"]["default"] == "world" and wfs["hello"]["description"], "inputs and description", wfs["hello"])
         check(wfs["broken"]["valid"] is False, "invalid workflows are marked", wfs["broken"])
+        check(wfs["hello"]["origin"] == "project" and wfs.get("containerize", {}).get("origin") == "shipped"
+              and wfs["containerize"]["valid"] and wfs["containerize"]["inputs"]["image"]["required"],
+              "the shipped containerize workflow is listed beside the project's", wfs.get("containerize"))
+        # -- a shipped workflow runs by NAME (here on a folder that is not there: a failed run, not a refusal)
+        err, r = await call(c, "ExecuteWorkflow", {"name": "containerize", "inputs": {"image": "x", "path": "no-such-dir"}})
+        check(err and r.get("workflow") == "containerize" and r["steps"]["analyze"]["error"]["class"] == "not_found",
+              "ExecuteWorkflow falls back to the shipped containerize", r)
 
         # -- wait: false, then GetRun follows the run
         err, started = await call(c, "ExecuteWorkflow", {"name": "hello", "wait": False})
@@ -395,6 +417,9 @@ async def host_exec_allowed(args) -> None:
         check("hello from shell" in res.contents[0].text, "the step log", res.contents[0].text)
         err, r = await call(c, "shell", {"run": "echo direct"})
         check(not err and r["stdout"].strip() == "direct", "shell directly", r)
+        err, r = await call(c, "validate_dockerfile", {"path": "/nonexistent/Dockerfile"})
+        check(err and "PATH_OUTSIDE_PROJECT" not in r["message"] and "DOCKERFILE_NOT_FOUND" in r["message"],
+              "a trusted server does not confine paths", r)
 
 
 if __name__ == "__main__":
