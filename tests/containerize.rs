@@ -59,8 +59,17 @@ fn project(dockerfile: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// `ckflow run containerize` in `dir` with `inputs`; the JSON report.
 fn containerize(dir: &Path, inputs: &[(&str, &str)]) -> (i32, Value) {
+    containerize_with(dir, inputs, None)
+}
+
+/// The same, with `path_dir` put first on ckflow's PATH.
+fn containerize_with(dir: &Path, inputs: &[(&str, &str)], path_dir: Option<&Path>) -> (i32, Value) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ckflow"));
     cmd.current_dir(dir).args(["run", "containerize", "--json"]);
+    if let Some(p) = path_dir {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", p.display()));
+    }
     for (k, v) in inputs {
         cmd.arg("-i").arg(format!("{k}={v}"));
     }
@@ -269,6 +278,74 @@ fn misspelt_instructions_are_fixed_before_the_build() {
         text.contains("\nFROM ckflow-base:1\n") && text.contains("\nCOPY server.sh /app/\n"),
         "{text}"
     );
+}
+
+/// Trivy cannot be installed on this machine (no Debian, PyPI or npm package), so this
+/// test puts a stand-in `trivy` on PATH that prints a recorded report
+/// (`tests/fixtures/trivy/alpine.json`: 3 critical findings) — the one mock here. Critical
+/// findings fail the scan with CRITICAL_VULNS_FOUND, which fails the run: nothing is
+/// tagged or pushed, no manifests are written.
+#[test]
+fn critical_findings_stop_the_run_before_the_push() {
+    if !services() {
+        return;
+    }
+    let (t, app) = project("Dockerfile");
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let report = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trivy/alpine.json");
+    let script = bin.join("trivy");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'Version: 0.58.1'; exit 0; fi\n\
+             echo \"$@\" > \"$(dirname \"$0\")/args\"\ncat '{}'\n",
+            report.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let name = image("scan");
+    let inputs = [
+        ("path", "app"),
+        ("image", name.as_str()),
+        ("registry", REGISTRY),
+        ("push", "true"),
+        ("scan", "true"),
+    ];
+    let (code, r) = containerize_with(t.path(), &inputs, Some(&bin));
+    assert_eq!((code, r["status"].as_str()), (1, Some("failed")), "{r:#}");
+    let scan = step(&r, "scan");
+    assert_eq!(scan["error"]["code"], "CRITICAL_VULNS_FOUND", "{scan:#}");
+    assert_eq!(
+        scan["error"]["details"]["counts"]["critical"], 3,
+        "{scan:#}"
+    );
+    assert_eq!(
+        scan["routing"][0]["rule"], "scan_image.default_rules[0]",
+        "{scan:#}"
+    );
+    let args = std::fs::read_to_string(bin.join("args")).unwrap();
+    assert!(
+        args.contains(&format!("{name}:dev")),
+        "trivy scanned the built image: {args}"
+    );
+    for s in ["tag", "push", "manifests"] {
+        assert_ne!(status(&r, s), "succeeded", "{s} must not run: {r:#}");
+    }
+    assert!(!app.join("k8s").exists());
+    assert!(registry_manifest(&name, "dev").contains(" 404 "));
+    // With `fail_on=none` the same findings are reported and the run goes on.
+    let inputs = [
+        ("path", "app"),
+        ("image", name.as_str()),
+        ("scan", "true"),
+        ("fail_on", "none"),
+    ];
+    let (code, r) = containerize_with(t.path(), &inputs, Some(&bin));
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(step(&r, "scan")["outputs"]["counts"]["critical"], 3);
+    assert!(step(&r, "scan")["outputs"]["fixable"].as_u64().is_some());
 }
 
 #[test]
