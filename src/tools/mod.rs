@@ -25,6 +25,7 @@ pub mod docs;
 pub mod generate_dockerfile;
 pub mod generate_manifests;
 pub mod noop;
+pub(crate) mod process;
 pub mod render_template;
 pub mod scan_image;
 pub mod share_context;

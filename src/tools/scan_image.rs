@@ -37,10 +37,11 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use super::capture::Capture;
 use super::docker::reference::{Reference, is_image_id};
+use super::process::Group;
 use super::{Progress, ProgressFn, Tool, ToolContext, ToolError, ToolFuture};
 use crate::workflow::duration::{format_duration, parse_duration};
 use crate::workflow::model::{ErrorClass, Match, Rule, Then};
@@ -58,7 +59,6 @@ const MAX_REPORT_BYTES: usize = 512 << 20;
 /// How long `trivy --version` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a cancelled Trivy gets between SIGTERM and SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(2);
 /// The longest title kept when a finding's title falls back to its description.
 const TITLE_MAX: usize = 120;
 /// Where to get Trivy, for the `SCANNER_NOT_FOUND` message.
@@ -1042,9 +1042,7 @@ async fn run_process(
         )
         .with_code("SCAN_FAILED")
     })?;
-    let mut group = Group {
-        pgid: child.id().map_or(0, |id| id as libc::pid_t),
-    };
+    let mut group = Group::of(&child);
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(
             ToolError::new(ErrorClass::ToolError, "Trivy's pipes are missing")
@@ -1070,8 +1068,7 @@ async fn run_process(
     match ended {
         Ended::Exited(..) => {
             // Whatever Trivy left running in its group goes with it.
-            group.kill(libc::SIGKILL);
-            group.pgid = 0;
+            group.kill_rest();
         }
         Ended::Cancelled | Ended::TimedOut => group.terminate(&mut child).await,
     }
@@ -1298,39 +1295,6 @@ async fn read_stderr(mut r: impl AsyncRead + Unpin, progress: Option<&ProgressFn
     }
     emit(&line);
     capture
-}
-
-/// Trivy's process group; killed when dropped while `pgid` is non-zero.
-struct Group {
-    pgid: libc::pid_t,
-}
-
-impl Group {
-    fn kill(&self, sig: libc::c_int) {
-        if self.pgid > 0 {
-            // SAFETY: kill(2) has no memory-safety preconditions; a negative pid addresses
-            // the process group, which our child leads (`process_group(0)`).
-            unsafe {
-                libc::kill(-self.pgid, sig);
-            }
-        }
-    }
-
-    /// SIGTERM the group, give Trivy [`TERM_GRACE`] to exit, then SIGKILL the group and
-    /// reap Trivy.
-    async fn terminate(&mut self, child: &mut Child) {
-        self.kill(libc::SIGTERM);
-        let _ = tokio::time::timeout(TERM_GRACE, child.wait()).await;
-        self.kill(libc::SIGKILL);
-        let _ = child.wait().await;
-        self.pgid = 0;
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.kill(libc::SIGKILL);
-    }
 }
 
 #[cfg(test)]

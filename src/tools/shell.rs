@@ -30,17 +30,17 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::time::Instant;
 
 use super::capture::Capture;
+use super::process::Group;
 use super::{Progress, ProgressFn, Tool, ToolContext, ToolError, ToolFuture};
 use crate::workflow::model::ErrorClass;
 
 /// A line longer than this is reported in pieces.
 const MAX_LINE: usize = 64 << 10;
 /// How long a cancelled process group gets between SIGTERM and SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How long to keep reading the pipes once the shell has exited and its group is gone
 /// (only a process that left the group can still hold them open).
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -301,9 +301,7 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
     let mut child = cmd.spawn().map_err(|e| spawn_error(&args.shell, &dir, e))?;
     // From here on, leaving this function by any path (return, `?`, the future being
     // dropped) kills the whole group unless it has been dealt with already.
-    let mut group = Group {
-        pgid: child.id().map_or(0, |id| id as libc::pid_t),
-    };
+    let mut group = Group::of(&child);
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(ToolError::new(
             ErrorClass::ToolError,
@@ -332,8 +330,7 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
                     ToolError::new(ErrorClass::ToolError, format!("waiting for the shell: {e}"))
                 })?;
                 // Whatever the shell left running in its group goes with it.
-                group.kill(libc::SIGKILL);
-                group.pgid = 0;
+                group.kill_rest();
                 status = Some(s);
                 drain_deadline = Some(Instant::now() + DRAIN_GRACE);
             }
@@ -495,39 +492,6 @@ fn redact(mut s: String, secrets: &[String]) -> String {
         }
     }
     s
-}
-
-/// The process group of a running shell; killed when dropped while `pgid` is non-zero.
-struct Group {
-    pgid: libc::pid_t,
-}
-
-impl Group {
-    fn kill(&self, sig: libc::c_int) {
-        if self.pgid > 0 {
-            // SAFETY: kill(2) has no memory-safety preconditions; a negative pid addresses
-            // the process group, which our child leads (`process_group(0)`).
-            unsafe {
-                libc::kill(-self.pgid, sig);
-            }
-        }
-    }
-
-    /// SIGTERM the group, give the shell [`TERM_GRACE`] to exit, then SIGKILL the group
-    /// and reap the shell.
-    async fn terminate(&mut self, child: &mut Child) {
-        self.kill(libc::SIGTERM);
-        let _ = tokio::time::timeout(TERM_GRACE, child.wait()).await;
-        self.kill(libc::SIGKILL);
-        let _ = child.wait().await;
-        self.pgid = 0;
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.kill(libc::SIGKILL);
-    }
 }
 
 /// A fresh, unpredictable path in the temp folder for `$CKFLOW_OUTPUT`; nothing is created.
