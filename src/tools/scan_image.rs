@@ -44,7 +44,7 @@ use super::docker::reference::{Reference, is_image_id};
 use super::process::Group;
 use super::{Progress, ProgressFn, Tool, ToolContext, ToolError, ToolFuture};
 use crate::workflow::duration::{format_duration, parse_duration};
-use crate::workflow::model::{ErrorClass, Match, Rule, Then};
+use crate::workflow::model::{ErrorClass, Rule, Then};
 
 /// The scanner's executable name, looked up on `PATH`.
 pub const TRIVY: &str = "trivy";
@@ -295,16 +295,13 @@ impl Tool for ScanImage {
     }
 
     fn default_rules(&self) -> Vec<Rule> {
-        vec![Rule {
-            matcher: Match {
-                tool: vec!["scan_image".into()],
-                error: vec!["CRITICAL_VULNS_FOUND".into()],
-                ..Match::default()
-            },
-            route: None,
-            then: Then::Fail,
-            max: 1,
-        }]
+        vec![Rule::on_tool_error(
+            "scan_image",
+            "CRITICAL_VULNS_FOUND",
+            None,
+            Then::Fail,
+            1,
+        )]
     }
 
     fn host_exec(&self) -> bool {

@@ -369,6 +369,37 @@ pub struct Rule {
     pub max: u32,
 }
 
+impl Rule {
+    /// A tool's default rule: when `tool` fails with `error` (a class or a code), run the
+    /// recovery `route` (a tool and its `with`, templates) if any, then `then`; it fires at
+    /// most `max` times per step.
+    pub fn on_tool_error(
+        tool: &str,
+        error: &str,
+        route: Option<(&str, serde_json::Map<String, Value>)>,
+        then: Then,
+        max: u32,
+    ) -> Rule {
+        Rule {
+            matcher: Match {
+                tool: if tool.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![tool.to_owned()]
+                },
+                error: vec![error.to_owned()],
+                ..Match::default()
+            },
+            route: route.map(|(tool, with)| Route {
+                tool: tool.to_owned(),
+                with,
+            }),
+            then,
+            max,
+        }
+    }
+}
+
 /// The `match` of a rule. Every field given must fit; an empty match fits every failure.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

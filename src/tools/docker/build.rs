@@ -28,7 +28,7 @@ use super::images::{check_platform, image_id, invalid_reference, or_cancel};
 use super::reference::Reference;
 use super::{Args, Lines, Redactor, auth, classify_registry, output, part};
 use crate::tools::{Tool, ToolContext, ToolError, ToolFuture};
-use crate::workflow::model::{ErrorClass, Match, Route, Rule, Then};
+use crate::workflow::model::{ErrorClass, Rule, Then};
 
 /// How many log lines a `BUILD_FAILED` error keeps.
 const LOG_TAIL: usize = 30;
@@ -186,19 +186,13 @@ impl Tool for BuildImage {
     fn default_rules(&self) -> Vec<Rule> {
         let mut with = serde_json::Map::new();
         with.insert("path".into(), json!("{{failed.error.details.dockerfile}}"));
-        vec![Rule {
-            matcher: Match {
-                tool: vec!["build_image".into()],
-                error: vec!["build_failed".into()],
-                ..Match::default()
-            },
-            route: Some(Route {
-                tool: "validate_dockerfile".into(),
-                with,
-            }),
-            then: Then::Fail,
-            max: 1,
-        }]
+        vec![Rule::on_tool_error(
+            "build_image",
+            "build_failed",
+            Some(("validate_dockerfile", with)),
+            Then::Fail,
+            1,
+        )]
     }
 
     fn destructive(&self) -> bool {

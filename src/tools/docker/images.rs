@@ -16,7 +16,7 @@ use super::http::encode_query;
 use super::reference::{Reference, is_image_id};
 use super::{Args, Redactor, auth_schema, classify_registry, output, part, retry_transient_rule};
 use crate::tools::{Tool, ToolContext, ToolError, ToolFuture};
-use crate::workflow::model::{ErrorClass, Match, Route, Rule, Then};
+use crate::workflow::model::{ErrorClass, Rule, Then};
 
 /// Wait for `fut`, or fail with `cancelled` as soon as the call is cancelled.
 pub(crate) async fn or_cancel<T>(
@@ -270,19 +270,13 @@ impl Tool for PushImage {
         );
         vec![
             retry_transient_rule(),
-            Rule {
-                matcher: Match {
-                    tool: vec!["push_image".into()],
-                    error: vec!["auth_failed".into()],
-                    ..Match::default()
-                },
-                route: Some(Route {
-                    tool: "check_registry_auth".into(),
-                    with,
-                }),
-                then: Then::Fail,
-                max: 1,
-            },
+            Rule::on_tool_error(
+                "push_image",
+                "auth_failed",
+                Some(("check_registry_auth", with)),
+                Then::Fail,
+                1,
+            ),
         ]
     }
 

@@ -365,16 +365,8 @@ pub(crate) fn auth_schema() -> Value {
 /// The default rule shared by push and pull: a `transient` failure is retried twice more
 /// after the step's own retries.
 pub(crate) fn retry_transient_rule() -> crate::workflow::model::Rule {
-    use crate::workflow::model::{Match, Rule, Then};
-    Rule {
-        matcher: Match {
-            error: vec!["transient".into()],
-            ..Match::default()
-        },
-        route: None,
-        then: Then::Retry,
-        max: 2,
-    }
+    use crate::workflow::model::{Rule, Then};
+    Rule::on_tool_error("", "transient", None, Then::Retry, 2)
 }
 
 #[cfg(test)]
