@@ -243,6 +243,15 @@ fn stdio_sessions_share_context() {
 }
 
 #[test]
+fn stdio_direct_tool_calls_in_the_session_history() {
+    let Some(py) = python() else { return };
+    let project = Project::new();
+    for mode in MODES {
+        scenario(&py, &project, "tool_history", mode, Via::Stdio(&[]));
+    }
+}
+
+#[test]
 fn stdio_progress_in_order() {
     let Some(py) = python() else { return };
     let project = Project::new();
@@ -280,7 +289,14 @@ fn http_everything_in_both_modes() {
     let project = Project::new();
     let server = HttpServer::start(project.path(), &[]);
     for mode in MODES {
-        for name in ["basics", "sessions", "progress", "cancel", "auth"] {
+        for name in [
+            "basics",
+            "sessions",
+            "tool_history",
+            "progress",
+            "cancel",
+            "auth",
+        ] {
             scenario(&py, &project, name, mode, Via::Http(&server));
         }
     }

@@ -179,15 +179,34 @@ fn show(store: &Store, id: &str, json: bool) -> Result<i32, store::StoreError> {
             what.as_str().unwrap_or("?"),
             h.run_id.as_deref().unwrap_or("-"),
             h.name.as_deref().unwrap_or(""),
-            h.message.clone().unwrap_or_else(|| if h.data.is_null() {
-                String::new()
-            } else {
-                h.data.to_string()
-            })
+            history_detail(h)
         );
     }
     stdout(out);
     Ok(exit::OK)
+}
+
+/// The last column of a history line: for a tool call its status, duration and error
+/// (`failed in 3 ms: invalid_input (DOCKERFILE_INVALID): …`); otherwise the message, or
+/// the data.
+fn history_detail(h: &store::HistoryEntry) -> String {
+    if h.kind == store::HistoryKind::ToolCall {
+        let mut s = h.data["status"].as_str().unwrap_or("?").to_owned();
+        if let Some(ms) = h.data["duration_ms"].as_u64() {
+            let _ = write!(s, " in {}", human_duration(ms));
+        }
+        if let Some(m) = &h.message {
+            let _ = write!(s, ": {m}");
+        }
+        return s;
+    }
+    h.message.clone().unwrap_or_else(|| {
+        if h.data.is_null() {
+            String::new()
+        } else {
+            h.data.to_string()
+        }
+    })
 }
 
 fn rm(store: &Store, id: &str) -> Result<i32, store::StoreError> {

@@ -108,7 +108,7 @@ impl Builtin {
         });
         let session_arg = json!({
             "type": "string",
-            "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$",
+            "pattern": SESSION_ID_PATTERN,
             "description": "Tie this run to a session: its shared context ({{context.KEY}}) and workspace. Omitted: a new session, whose id the result returns."
         });
         let wait_arg = json!({
@@ -184,13 +184,58 @@ impl Builtin {
     }
 }
 
+/// A session id, as the store accepts it (`validate_id`), for the schemas.
+const SESSION_ID_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$";
+
+/// The argument every registry tool takes over MCP besides its own (see [`Entry::Registry`]).
+pub(crate) const SESSION_ARG: &str = "session_id";
+
 /// What a listed tool name stands for.
 #[derive(Clone)]
 pub(crate) enum Entry {
     /// A ckflow tool.
     Builtin(Builtin),
     /// A registry tool, called directly.
-    Registry(Arc<dyn crate::Tool>),
+    Registry {
+        tool: Arc<dyn crate::Tool>,
+        /// Whether the server takes `session_id` for itself: the call then runs in that
+        /// session and is recorded in its history, and the tool never sees the argument.
+        /// False only for a tool whose own input schema has a `session_id` property (it
+        /// keeps its meaning for the tool).
+        session_arg: bool,
+    },
+}
+
+/// A registry tool's input schema as MCP lists it: the tool's own, plus an optional
+/// `session_id` property, unless the tool declares one itself (then the schema is left
+/// alone and the second value is false).
+fn with_session_arg(mut input: Value) -> (Value, bool) {
+    let Some(obj) = input.as_object_mut() else {
+        return (input, false);
+    };
+    let properties = obj
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(properties) = properties.as_object_mut() else {
+        return (input, false);
+    };
+    if properties.contains_key(SESSION_ARG) {
+        return (input, false);
+    }
+    properties.insert(
+        SESSION_ARG.to_owned(),
+        json!({
+            "type": "string",
+            "pattern": SESSION_ID_PATTERN,
+            "description": "Optional, taken by the ckflow server (the tool never sees it): run \
+                            this call in the ckflow session with this id (created if missing). \
+                            The call is recorded in the session's history (tool name, status, \
+                            duration, error; argument names only, never their values), and \
+                            the tool gets the session's workspace and shared context. \
+                            Omitted: the call belongs to no session and is recorded nowhere."
+        }),
+    );
+    (input, true)
 }
 
 /// Every tool the server lists, prepared once.
@@ -221,10 +266,14 @@ impl Catalog {
                 tracing::warn!(tool = %name, "registry tool not offered over MCP: its name is taken or not a valid MCP tool name");
                 continue;
             }
-            let mut input = tool.input_schema();
+            let mut input = match tool.input_schema() {
+                v @ Value::Object(_) => v,
+                _ => json!({}),
+            };
             if input.get("type").is_none() {
                 input["type"] = json!("object");
             }
+            let (input, session_arg) = with_session_arg(input);
             let mut t = Tool::new(name.clone(), tool.description().to_owned(), object(input));
             let output = tool.output_schema();
             // MCP wants an object schema here; a tool whose result is not an object keeps its
@@ -239,7 +288,11 @@ impl Catalog {
                 annotations = annotations.open_world(true);
             }
             t.annotations = Some(annotations);
-            by_name.insert(name, (tools.len(), Entry::Registry(Arc::clone(tool))));
+            let entry = Entry::Registry {
+                tool: Arc::clone(tool),
+                session_arg,
+            };
+            by_name.insert(name, (tools.len(), entry));
             tools.push(t);
         }
         let list_tools = CallToolResult::structured(json!({ "tools": described }));
@@ -322,5 +375,64 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(validate.read_only_hint, Some(true));
+    }
+
+    /// A tool with a `session_id` argument of its own.
+    struct OwnSession;
+
+    impl crate::Tool for OwnSession {
+        fn name(&self) -> &str {
+            "own_session"
+        }
+        fn description(&self) -> &str {
+            "Takes a session_id of its own."
+        }
+        fn input_schema(&self) -> Value {
+            json!({"type": "object", "properties": {"session_id": {"type": "integer"}}})
+        }
+        fn output_schema(&self) -> Value {
+            json!({"type": "object"})
+        }
+        fn call(&self, args: Value, _ctx: crate::ToolContext) -> crate::tools::ToolFuture {
+            Box::pin(async move { Ok(args) })
+        }
+    }
+
+    #[test]
+    fn registry_tools_take_a_session_id_unless_they_have_their_own() {
+        let mut registry = ToolRegistry::builtin();
+        registry.register(OwnSession);
+        let c = Catalog::new(&registry);
+        for name in registry.names() {
+            let t = c.tool(name).unwrap();
+            let Some(Entry::Registry { session_arg, .. }) = c.entry(name) else {
+                panic!("{name} is a registry tool");
+            };
+            let prop = &t.input_schema["properties"][SESSION_ARG];
+            if name == "own_session" {
+                assert!(!session_arg);
+                assert_eq!(prop, &json!({"type": "integer"}), "the tool's own is kept");
+                continue;
+            }
+            assert!(session_arg, "{name}");
+            assert_eq!(prop["type"], "string", "{name}");
+            assert!(prop["description"].as_str().unwrap().contains("history"));
+            let required = t.input_schema.get("required").and_then(Value::as_array);
+            assert!(
+                !required.is_some_and(|r| r.contains(&json!(SESSION_ARG))),
+                "{name}: optional"
+            );
+        }
+        // The registry's own schemas (ListTools, `ckflow tools`) stay as they are.
+        let own = registry
+            .get("validate_dockerfile")
+            .unwrap()
+            .tool
+            .input_schema();
+        assert!(own["properties"].get(SESSION_ARG).is_none());
+        // noop has no `properties`: it gets one.
+        let noop = c.tool("noop").unwrap();
+        assert_eq!(noop.input_schema["additionalProperties"], true);
+        assert!(noop.input_schema["properties"][SESSION_ARG].is_object());
     }
 }

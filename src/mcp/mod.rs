@@ -128,7 +128,9 @@ const INSTRUCTIONS: &str = "ckflow runs declarative workflows (DAGs of tools). \
 Use ValidateWorkflow to check a workflow and fix it from the diagnostics (line, column, \
 path), ExecuteCustomWorkflow to run YAML/JSON you write, ExecuteWorkflow to run one of the \
 project's workflows (ListWorkflows), and GetRun / ListRuns / CancelRun to follow runs. \
-Pass the session_id a result returns to later calls so runs share context.";
+Pass the session_id a result returns to later calls so runs share context; registry tools \
+called directly take an optional session_id too, which records the call in that session's \
+history.";
 
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {

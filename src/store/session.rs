@@ -115,6 +115,28 @@ impl Store {
         self.visit(|ix| history_in(ix, session, entry))
     }
 
+    /// Record something done in a session outside any run (a tool called directly over
+    /// MCP): in one index visit, the session is touched (its idle clock restarts at
+    /// `entry.at_ms`) and `entry` is added to its history (pass redacted text; the
+    /// [`HISTORY_CAP`] applies). A session that does not exist, or that is idle past its TTL
+    /// (a sweep would remove it, so it is not revived), is
+    /// [`StoreError::SessionNotFound`].
+    pub fn record_activity(&self, session: &str, entry: &HistoryEntry) -> Result<()> {
+        validate_id("session", session)?;
+        self.visit(|ix| {
+            let sessions = ix.sessions.clone();
+            let Some(mut s) = ix
+                .get::<Session>(&sessions, session.as_bytes())?
+                .filter(|s| !s.is_expired(entry.at_ms))
+            else {
+                return Err(StoreError::SessionNotFound(session.to_owned()));
+            };
+            s.last_active_ms = s.last_active_ms.max(entry.at_ms);
+            ix.put(&sessions, session.as_bytes(), &s)?;
+            history_in(ix, session, entry)
+        })
+    }
+
     /// A session's history, oldest first; with `limit`, only the newest that many.
     pub fn history(&self, session: &str, limit: Option<usize>) -> Result<Vec<HistoryEntry>> {
         validate_id("session", session)?;
@@ -351,5 +373,97 @@ fn remove_dir(dir: &std::path::Path) {
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove a session's folder")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::HistoryKind;
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    fn tool_call(at_ms: u64, status: &str) -> HistoryEntry {
+        HistoryEntry {
+            at_ms,
+            kind: HistoryKind::ToolCall,
+            run_id: None,
+            name: Some("validate_dockerfile".to_owned()),
+            message: None,
+            data: json!({"status": status, "duration_ms": 3, "arguments": ["content"]}),
+        }
+    }
+
+    #[test]
+    fn activity_touches_the_session_and_adds_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t0 = 1_776_944_712_000;
+        store
+            .ensure_session(Some("s1"), BTreeMap::new(), None, t0)
+            .unwrap();
+        store
+            .record_activity("s1", &tool_call(t0 + HOUR_MS, "succeeded"))
+            .unwrap();
+        store
+            .record_activity("s1", &tool_call(t0 + 2 * HOUR_MS, "failed"))
+            .unwrap();
+
+        let s = store.get_session("s1").unwrap().unwrap();
+        assert_eq!(
+            s.last_active_ms,
+            t0 + 2 * HOUR_MS,
+            "the idle clock restarts"
+        );
+        let h = store.history("s1", None).unwrap();
+        assert_eq!(h.len(), 2);
+        assert!(h.iter().all(|e| e.kind == HistoryKind::ToolCall));
+        assert_eq!(h[0].data["status"], "succeeded");
+        assert_eq!(h[1].data["status"], "failed");
+        // The entry reads back as written (`tool_call` on the wire).
+        assert_eq!(serde_json::to_value(&h[1]).unwrap()["kind"], "tool_call");
+        assert_eq!(h[1], tool_call(t0 + 2 * HOUR_MS, "failed"));
+        // An earlier timestamp never moves the clock back.
+        store
+            .record_activity("s1", &tool_call(t0, "succeeded"))
+            .unwrap();
+        let s = store.get_session("s1").unwrap().unwrap();
+        assert_eq!(s.last_active_ms, t0 + 2 * HOUR_MS);
+    }
+
+    #[test]
+    fn activity_needs_a_live_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t0 = 1_776_944_712_000;
+        assert!(matches!(
+            store.record_activity("nope", &tool_call(t0, "succeeded")),
+            Err(StoreError::SessionNotFound(id)) if id == "nope"
+        ));
+        assert!(store.get_session("nope").unwrap().is_none(), "not created");
+        assert!(matches!(
+            store.record_activity("../x", &tool_call(t0, "succeeded")),
+            Err(StoreError::InvalidId { .. })
+        ));
+        // Idle past its TTL: gone, even before a sweep; not revived.
+        store
+            .ensure_session(
+                Some("old"),
+                BTreeMap::new(),
+                Some(Duration::from_secs(60)),
+                t0,
+            )
+            .unwrap();
+        assert!(matches!(
+            store.record_activity("old", &tool_call(t0 + HOUR_MS, "succeeded")),
+            Err(StoreError::SessionNotFound(_))
+        ));
+        assert!(store.history("old", None).unwrap().is_empty());
+        assert_eq!(
+            store.get_session("old").unwrap().unwrap().last_active_ms,
+            t0
+        );
     }
 }

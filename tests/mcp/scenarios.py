@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -271,6 +272,77 @@ async def sessions(args) -> None:
         check(not err and r4["steps"]["look"]["outputs"]["color"] == "blue", "sessions outlive connections", r4)
 
 
+def ckflow_sessions(args, *rest: str) -> tuple[int, object]:
+    """`ckflow sessions ... --json` on the project's state (`<project>/.ckflow`, where the
+    server keeps it): the exit code and the parsed JSON (None when it printed none)."""
+    state = os.path.join(os.path.abspath(args.project), ".ckflow")
+    env = {k: v for k, v in os.environ.items() if k != "CKFLOW_STATE_DIR"}
+    p = subprocess.run([args.bin, "sessions", *rest, "--json", "--state-dir", state],
+                       capture_output=True, text=True, env=env, timeout=60)
+    return p.returncode, (json.loads(p.stdout) if p.stdout.strip() else None)
+
+
+async def tool_history(args) -> None:
+    """Registry tools called directly with `session_id` are in that session's history
+    (SPEC §4: its runs, tool calls and errors); without one they leave no session behind."""
+    sid = "direct-" + uuid.uuid4().hex[:12]
+    async with connect(args) as c:
+        listed = {t.name: t for t in (await c.list_tools()).tools}
+        prop = listed["validate_dockerfile"].input_schema["properties"].get("session_id")
+        check(prop and prop["type"] == "string" and "session_id" not in listed["validate_dockerfile"].input_schema.get("required", []),
+              "registry tools advertise an optional session_id", listed["validate_dockerfile"].input_schema)
+
+        code, before = ckflow_sessions(args, "list")
+        before_ids = {x["id"] for x in before or []}
+        # Without session_id: nothing is created or recorded, success or failure.
+        err, r = await call(c, "validate_dockerfile", {"content": "FROM alpine:3.20\nUSER app\n"})
+        check(not err and r["valid"] is True and "session_id" not in r, "a detached direct call", r)
+        err, r = await call(c, "validate_dockerfile", {"content": "NOPE\n"})
+        check(err and r["tool_error"]["code"] == "DOCKERFILE_INVALID", "a detached failing call", r)
+        code, after = ckflow_sessions(args, "list")
+        check(code == 0 and {x["id"] for x in after or []} == before_ids, "no session is created without session_id", before, after)
+
+        # With session_id: the session is created, the result is the tool's own.
+        err, r = await call(c, "validate_dockerfile", {"content": "FROM alpine:3.20\nUSER app\n", "session_id": sid})
+        check(not err and r["valid"] is True and "session_id" not in r, "a direct call in a session", r)
+        err, r = await call(c, "validate_dockerfile", {"content": "NOPE\n", "session_id": sid})
+        check(err and r["error"] == "tool_failed" and r["tool_error"]["code"] == "DOCKERFILE_INVALID", "a failing call in a session", r)
+        err, r = await call(c, "render_template", {"nope": 1, "session_id": sid})
+        check(err and r["error"] == "invalid_arguments", "refused arguments in a session", r)
+        err, r = await call(c, "noop", {"echo": 1, "session_id": sid})
+        check(not err and r == {"echo": 1}, "the tool never sees session_id", r)
+        err, r = await call(c, "noop", {"session_id": "../escape"})
+        check(err and r["error"] == "invalid_arguments", "a bad session id", r)
+        # share_context called directly publishes to the session; a run of it reads it.
+        err, r = await call(c, "share_context", {"key": "shade", "value": "teal", "session_id": sid})
+        check(not err and r["key"] == "shade", "share_context directly, in a session", r)
+        read = "apiVersion: ckflow/v1\nname: read\nsteps:\n  - id: look\n    tool: noop\n    with: {shade: \"{{default context.shade 'none'}}\"}\n"
+        err, r = await call(c, "ExecuteCustomWorkflow", {"workflow": read, "session_id": sid})
+        check(not err and r["steps"]["look"]["outputs"]["shade"] == "teal", "a run of the session sees it", r)
+
+    code, shown = ckflow_sessions(args, "show", sid)
+    check(code == 0 and shown and shown["session"]["id"] == sid and shown["session"]["labels"].get("via") == "mcp",
+          "the session exists", code, shown)
+    calls = [h for h in shown["history"] if h["kind"] == "tool_call"]
+    check([(h["name"], h["data"]["status"]) for h in calls] == [
+        ("validate_dockerfile", "succeeded"),
+        ("validate_dockerfile", "failed"),
+        ("render_template", "failed"),
+        ("noop", "succeeded"),
+        ("share_context", "succeeded"),
+    ], "every direct call is in the history, in order, with its status", shown["history"])
+    ok, bad, refused = calls[0], calls[1], calls[2]
+    check(ok["data"]["arguments"] == ["content"] and isinstance(ok["data"]["duration_ms"], int)
+          and "error" not in ok["data"] and ok.get("run_id") is None, "a succeeded call", ok)
+    check(bad["data"]["error"]["error"] == "tool_failed" and bad["data"]["error"]["code"] == "DOCKERFILE_INVALID"
+          and bad["data"]["error"]["class"] == "invalid_input" and "DOCKERFILE_INVALID" in bad["message"],
+          "a failed call keeps its error", bad)
+    check("alpine:3.20" not in json.dumps(calls), "argument values are not stored", calls)
+    check(refused["data"]["error"]["error"] == "invalid_arguments" and refused["data"]["arguments"] == ["nope"],
+          "a refused call is recorded too", refused)
+    check([h["kind"] for h in shown["history"]][-1] == "run", "the run follows the calls", shown["history"])
+
+
 async def progress(args) -> None:
     steps = "\n".join(
         f"  - id: s{i}\n    tool: noop\n" + (f"    needs: [s{i - 1}]\n" if i else "") for i in range(5)
@@ -427,6 +499,7 @@ if __name__ == "__main__":
         {
             "basics": basics,
             "sessions": sessions,
+            "tool_history": tool_history,
             "progress": progress,
             "cancel": cancel,
             "concurrency": concurrency,
