@@ -232,7 +232,8 @@ impl Runner {
     }
 
     /// Resume a stored run (interrupted, failed or cancelled): finished steps are kept, the
-    /// rest run again. With `from_file`, steps whose definition changed run again too (and
+    /// rest run again; of a `for_each` step that runs again, the instances that succeeded
+    /// with the same items are kept. With `from_file`, steps whose definition changed run again too (and
     /// the steps after them).
     pub fn resume(&self, req: ResumeRequest) -> Result<StartedRun, RunnerError> {
         if self.is_live_here(&req.run_id) {
@@ -282,6 +283,10 @@ impl Runner {
             if let Some(report) = recorder::prior_report(s) {
                 resume.prior(s.id.clone(), PriorStep { report });
             }
+        }
+        for i in off_the_workers(|| handle.instances())? {
+            let (step, prior) = recorder::prior_instance(i);
+            resume.prior_instance(step, prior);
         }
         for id in changed {
             resume.rerun(id);

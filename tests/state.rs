@@ -753,3 +753,216 @@ fn runs_lists_10000_stored_runs_quickly() {
     assert_eq!(runs.as_array().map(Vec::len), Some(3));
     assert_eq!(runs[0]["id"], "20260423-009999-0000270f");
 }
+
+// ---------------------------------------------------------------------------------------
+// (8) resume keeps the finished `for_each` instances
+
+/// `prep`, then `build` over the `items` input (six by default), then `after`, which lists
+/// build's outputs. Each instance appends its item to `ran.txt` as it starts, waits while
+/// `hold-ITEM` exists, fails if `fail-ITEM` exists, else appends its item to `done.txt`
+/// and outputs `v=out-ITEM`.
+const FAN: &str = r#"apiVersion: ckflow/v1
+name: fan
+concurrency: 6
+inputs:
+  items: {type: array, default: [a, b, c, d, e, f]}
+steps:
+  - {id: prep, tool: shell, with: {run: "echo prep >> ran.txt"}}
+  - id: build
+    tool: shell
+    needs: [prep]
+    for_each: "{{json inputs.items}}"
+    with:
+      run: "echo {{item}} >> ran.txt; while [ -f hold-{{item}} ]; do sleep 0.05; done; if [ -f fail-{{item}} ]; then exit 1; fi; echo {{item}} >> done.txt; echo v=out-{{item}} >> $CKFLOW_OUTPUT"
+  - {id: after, tool: noop, needs: [build], with: {all: "{{#each steps.build.outputs}}{{this.v}} {{/each}}"}}
+"#;
+
+/// Start `fan` with instances d, e and f held; once a, b and c are done (and their finishes
+/// committed), interrupt the run with `how`; returns the run's id.
+fn interrupted_fan(p: &Project, how: &str) -> String {
+    p.write("workflows/fan.yaml", FAN);
+    for item in ["d", "e", "f"] {
+        p.write(&format!("hold-{item}"), "");
+    }
+    let mut child = p.spawn(&["run", "fan", "--max-parallel", "6"]);
+    wait_until("a, b and c to finish", Duration::from_secs(30), || {
+        p.read("done.txt").lines().count() == 3 && p.read("ran.txt").lines().count() == 7
+    });
+    // The instances' finishes are committed right after they end.
+    std::thread::sleep(Duration::from_millis(400));
+    let id = p.runs()[0]["id"].as_str().expect("an id").to_owned();
+    match how {
+        "kill" => {
+            child.kill().expect("kill -9");
+            child.wait().expect("reaped");
+            assert_eq!(p.show(&id)["status"], "interrupted");
+        }
+        _ => {
+            let out = p.run(&["cancel", &id]);
+            assert!(out.status.success(), "{}", text(&out));
+            assert_eq!(child.wait().expect("ends").code(), Some(130));
+            assert_eq!(p.show(&id)["status"], "cancelled");
+        }
+    }
+    let done: BTreeSet<String> = p.read("done.txt").lines().map(str::to_owned).collect();
+    assert_eq!(done, BTreeSet::from(["a", "b", "c"].map(str::to_owned)));
+    // d, e and f go on once resumed (orphans of a killed process too; they started already).
+    for item in ["d", "e", "f"] {
+        std::fs::remove_file(p.path().join(format!("hold-{item}"))).expect("released");
+    }
+    id
+}
+
+fn outputs_v(outputs: &Value) -> Vec<String> {
+    outputs
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|o| o["v"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[test]
+fn resume_after_kill_9_keeps_the_finished_for_each_instances_and_marks_what_it_kept() {
+    let p = Project::new();
+    let id = interrupted_fan(&p, "kill");
+    let out = p.run(&["resume", &id, "--json", "--max-parallel", "6"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let steps = &report["steps"];
+    // a, b and c did not run again; d, e and f did (and started once before the kill).
+    let ran = counts(&p.read("ran.txt"));
+    let expect: BTreeMap<String, usize> = [
+        ("prep", 1),
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+        ("d", 2),
+        ("e", 2),
+        ("f", 2),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_owned(), n))
+    .collect();
+    assert_eq!(ran, expect, "{report:#}");
+    // The outputs list is whole and in item order.
+    assert_eq!(
+        outputs_v(&steps["build"]["outputs"]),
+        ["out-a", "out-b", "out-c", "out-d", "out-e", "out-f"]
+    );
+    assert_eq!(
+        steps["after"]["outputs"]["all"],
+        "out-a out-b out-c out-d out-e out-f "
+    );
+    // What was kept is marked; what ran is not.
+    assert_eq!(steps["prep"]["kept"], true, "{report:#}");
+    assert_eq!(steps["build"]["kept_instances"], 3, "{report:#}");
+    assert!(steps["build"].get("kept").is_none(), "{report:#}");
+    assert!(steps["after"].get("kept").is_none(), "{report:#}");
+    assert!(steps["after"].get("kept_instances").is_none(), "{report:#}");
+    // The stored record has the whole list too.
+    let detail = p.show(&id);
+    assert_eq!(detail["status"], "succeeded");
+    let build = detail["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "build")
+        .expect("build is recorded");
+    assert_eq!(outputs_v(&build["outputs"]).len(), 6);
+    // Instances are not steps: `runs show` lists the three steps only.
+    assert_eq!(detail["steps"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn resume_after_cancel_keeps_the_finished_instances_and_says_so_on_the_terminal() {
+    let p = Project::new();
+    let id = interrupted_fan(&p, "cancel");
+    let out = p.run(&["resume", &id, "--max-parallel", "6"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = stderr(&out);
+    for want in [
+        "step prep succeeded (kept from the earlier attempt)\n",
+        "step build: 3 of 6 instances kept from the earlier attempt\n",
+        " (3 of 6 instances kept)\n",
+        "\nprep   succeeded (kept)              ",
+        "\nbuild  succeeded (3 instances kept)  ",
+        "\nafter  succeeded                     ",
+        " (3 succeeded; 1 step kept, 3 instances kept)\n",
+    ] {
+        assert!(err.contains(want), "{want:?} is missing from:\n{err}");
+    }
+    let ran = counts(&p.read("ran.txt"));
+    assert_eq!(
+        ["prep", "a", "b", "c", "d", "e", "f"].map(|k| ran.get(k).copied().unwrap_or(0)),
+        [1, 1, 1, 1, 2, 2, 2],
+        "{ran:?}"
+    );
+    let log = p.run(&["logs", &id, "build"]);
+    assert!(
+        String::from_utf8_lossy(&log.stdout)
+            .contains("[ckflow] resumed: 3 of 6 instances kept from the earlier attempt\n"),
+        "{}",
+        text(&log)
+    );
+}
+
+#[test]
+fn resume_reruns_only_failed_instances_and_every_instance_when_the_items_changed() {
+    let p = Project::new();
+    p.write("workflows/fan.yaml", FAN);
+    p.write("fail-d", "");
+    let out = p.run(&["run", "fan", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let id = report["run_id"].as_str().expect("an id").to_owned();
+    assert_eq!(report["steps"]["build"]["status"], "failed");
+
+    // Same items, d still failing: only d runs again; the five others are kept.
+    let out = p.run(&["resume", &id, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["steps"]["build"]["kept_instances"], 5, "{report:#}");
+    assert_eq!(report["steps"]["prep"]["kept"], true, "{report:#}");
+    let ran = counts(&p.read("ran.txt"));
+    assert_eq!(
+        ["prep", "a", "b", "c", "d", "e", "f"].map(|k| ran.get(k).copied().unwrap_or(0)),
+        [1, 1, 1, 1, 2, 1, 1],
+        "{ran:?}"
+    );
+
+    // Other items: every instance runs again, and the run says so.
+    std::fs::remove_file(p.path().join("fail-d")).expect("fixed");
+    let out = p.run(&[
+        "resume",
+        &id,
+        "-i",
+        r#"items=["a","b","c","d","e","g"]"#,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let build = &report["steps"]["build"];
+    assert!(build.get("kept_instances").is_none(), "{report:#}");
+    assert_eq!(
+        outputs_v(&build["outputs"]),
+        ["out-a", "out-b", "out-c", "out-d", "out-e", "out-g"]
+    );
+    let ran = counts(&p.read("ran.txt"));
+    assert_eq!(
+        ["prep", "a", "b", "c", "d", "e", "f", "g"].map(|k| ran.get(k).copied().unwrap_or(0)),
+        [1, 2, 2, 2, 3, 2, 1, 1],
+        "{ran:?}"
+    );
+    let log = p.run(&["logs", &id, "build"]);
+    assert!(
+        String::from_utf8_lossy(&log.stdout).contains(
+            "[ckflow] resumed: the items changed since the earlier attempt, so all instances run again\n"
+        ),
+        "{}",
+        text(&log)
+    );
+    // The next resume has nothing to do: the run succeeded.
+    let out = p.run(&["resume", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

@@ -1,8 +1,11 @@
 //! `ckflow resume ID [-i KEY=VALUE]... [--from-file F]`: continue a run that was interrupted
 //! (its process died), cancelled or failed. It is planned again from the workflow source
 //! stored with it (or from F, whose step ids must match; the steps that changed are named
-//! and run again); steps that finished are kept with their outputs, the rest run. Secret
-//! inputs were never stored, so they must be given again. Reports and exits like `run`.
+//! and run again); steps that finished are kept with their outputs, the rest run (of a
+//! `for_each` step that runs again, the instances that succeeded with the same items are
+//! kept too). What was kept is marked in the report (`kept`, `kept_instances`) and on the
+//! terminal. Secret inputs were never stored, so they must be given again. Reports and
+//! exits like `run`.
 
 use std::path::PathBuf;
 use std::sync::Arc;

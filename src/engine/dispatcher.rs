@@ -26,14 +26,17 @@ use tokio_util::sync::CancellationToken;
 use super::context::{Refs, StepTemplates, has_template, render_at, root};
 use super::event::{Emitter, Event, EventKind};
 use super::executor::{self, Call, Done};
-use super::record::{CommitFuture, FinishedStep, Recorder, ResumeState, SharedOutput};
+use super::record::{
+    CommitFuture, FinishedInstance, FinishedStep, PriorInstance, RESUME_ITEMS_CHANGED, RESUME_KEPT,
+    RESUME_PROGRESS, Recorder, ResumeState, SharedOutput, items_hash,
+};
 use super::redact::Redactor;
 use super::retry::{self, Prng};
 use super::routing::{self, Fired};
 use super::{RunOptions, new_run_id};
 use crate::plan::{Dag, Plan, PlanStep};
 use crate::report::{
-    RoutingRecord, RuleSource, RunReport, RunStatus, SkipReason, StepReport, StepStatus,
+    Kept, RoutingRecord, RuleSource, RunReport, RunStatus, SkipReason, StepReport, StepStatus,
 };
 use crate::template;
 use crate::tools::{ContextSink, Progress, ProgressFn, ToolContext, ToolError, ToolRegistry};
@@ -167,6 +170,13 @@ struct StepState {
     skipped_reason: Option<SkipReason>,
     /// When it finished (for the record).
     finished: Option<Instant>,
+    /// The fingerprint of its `for_each` items, when its instances are recorded or may be
+    /// kept by a resume.
+    items_hash: Option<String>,
+    /// Resume: kept whole from the earlier attempt.
+    kept: bool,
+    /// Resume: `for_each` instances kept from the earlier attempt.
+    kept_units: u32,
 }
 
 /// What a settled step means to the steps that need it.
@@ -254,6 +264,15 @@ pub(crate) struct Dispatcher {
     store_error: Option<String>,
     /// Resume: the steps kept from before.
     resume: Option<ResumeState>,
+    /// Whether this is a resumed run.
+    resumed: bool,
+    /// Resume: the earlier successful instances of main `for_each` steps that may be kept
+    /// (their needs are all kept), by step index; taken when the step starts.
+    resume_units: HashMap<u32, Vec<PriorInstance>>,
+    /// Whether the recorder records `for_each` instances (main steps only).
+    record_instances: bool,
+    /// Instances that ended but are not committed yet.
+    uncommitted_instances: Vec<FinishedInstance>,
 }
 
 impl Dispatcher {
@@ -306,6 +325,10 @@ impl Dispatcher {
             dag_state(&plan.finally, finally_t, &ids),
         ];
 
+        let record_instances = opts
+            .recorder
+            .as_ref()
+            .is_some_and(|r| r.records_instances());
         let mut d = Dispatcher {
             registry,
             emitter,
@@ -356,7 +379,11 @@ impl Dispatcher {
             permit_in_hand: None,
             held_permits: Vec::new(),
             store_error: None,
+            resumed: opts.resume.is_some(),
             resume: opts.resume,
+            resume_units: HashMap::new(),
+            record_instances,
+            uncommitted_instances: Vec::new(),
             plan,
         };
         d.render_workflow_env();
@@ -639,6 +666,23 @@ impl Dispatcher {
             }
         };
         let for_each = items.is_some();
+        // The items' fingerprint, for the instances' records and a resume's check.
+        let hash = match &items {
+            Some(items)
+                if k.dag == MAIN
+                    && (self.record_instances || self.resume_units.contains_key(&k.idx)) =>
+            {
+                let r = self.emitter.redactor();
+                Some(if r.is_empty() {
+                    items_hash(items)
+                } else {
+                    let mut redacted = items.clone();
+                    redacted.iter_mut().for_each(|v| r.value(v));
+                    items_hash(&redacted)
+                })
+            }
+            _ => None,
+        };
         let units: Vec<Unit> = match items {
             None => vec![Unit::new(Value::Null)],
             Some(items) => items.into_iter().map(Unit::new).collect(),
@@ -647,6 +691,7 @@ impl Dispatcher {
             let st = self.st(k);
             st.for_each = for_each;
             st.units = units;
+            st.items_hash = hash;
         }
         if per_item_if {
             let cond = ps.step.if_.as_ref().expect("per-item `if` exists");
@@ -662,6 +707,12 @@ impl Dispatcher {
                 }
             }
         }
+        if k.dag == MAIN
+            && !self.resume_units.is_empty()
+            && let Some(prior) = self.resume_units.remove(&k.idx)
+        {
+            self.keep_units(k, prior);
+        }
         let st = self.st(k);
         let live = st
             .units
@@ -669,8 +720,9 @@ impl Dispatcher {
             .filter(|u| u.state == UnitState::Queued)
             .count();
         st.units_left = live as u32;
-        if st.units.is_empty() {
-            // `for_each` over an empty list: nothing to do, nothing failed.
+        if st.units.is_empty() || (live == 0 && st.kept_units > 0) {
+            // `for_each` over an empty list, or every instance kept by a resume: nothing to
+            // do, nothing failed.
             st.status = StepStatus::Running;
             st.started = Some(Instant::now());
             self.finish_step(k);
@@ -693,6 +745,52 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+
+    /// Resume: the instances of a `for_each` step that succeeded in the earlier attempt
+    /// with the same item list end at once, with their earlier outputs and attempts; the
+    /// others run. If the items changed, every instance runs (and a `resume` /
+    /// `items_changed` progress event says so).
+    fn keep_units(&mut self, k: StepKey, prior: Vec<PriorInstance>) {
+        let id = self.pstep(k).id().to_owned();
+        let st = self.st(k);
+        let Some(hash) = st.items_hash.clone() else {
+            return;
+        };
+        let total = st.units.len();
+        let mut kept = 0u32;
+        let mut matched = false;
+        for p in prior {
+            if p.items_hash != hash || p.index >= total {
+                continue;
+            }
+            matched = true;
+            let unit = &mut st.units[p.index];
+            if unit.state == UnitState::Queued {
+                unit.state = UnitState::Succeeded;
+                unit.outputs = p.outputs;
+                unit.attempts = p.attempts;
+                kept += 1;
+            }
+        }
+        st.kept_units = kept;
+        let status = if kept > 0 {
+            RESUME_KEPT
+        } else if !matched {
+            tracing::info!(run = %self.run_id, step = %id,
+                "the step's items changed since the earlier attempt: every instance runs again");
+            RESUME_ITEMS_CHANGED
+        } else {
+            return;
+        };
+        self.emit(EventKind::StepProgress {
+            step: id,
+            instance: None,
+            id: RESUME_PROGRESS.to_owned(),
+            status: status.to_owned(),
+            current: (kept > 0).then_some(u64::from(kept)),
+            total: Some(total as u64),
+        });
     }
 
     // ---- starting work ------------------------------------------------------------------
@@ -1167,6 +1265,13 @@ impl Dispatcher {
         unit.outputs = outputs;
         unit.error = error;
         let tolerated = unit.tolerated;
+        if self.record_instances
+            && k.dag == MAIN
+            && matches!(state, UnitState::Succeeded | UnitState::Failed)
+            && self.dags[MAIN as usize].steps[k.idx as usize].for_each
+        {
+            self.record_instance(u);
+        }
         if state == UnitState::Failed
             && !tolerated
             && !continue_on_error
@@ -1307,10 +1412,45 @@ impl Dispatcher {
 
     // ---- recording ----------------------------------------------------------------------
 
+    /// A `for_each` instance of a main step ended (succeeded or failed): it rides on the
+    /// next commit, and keeps its slot (if it has effects) until then, like a step.
+    fn record_instance(&mut self, u: UnitKey) {
+        let k = u.step;
+        let st = &self.dags[k.dag as usize].steps[k.idx as usize];
+        let unit = &st.units[u.unit as usize];
+        let mut outputs = unit.outputs.clone();
+        let mut error = unit.error.clone();
+        let r = self.emitter.redactor();
+        if !r.is_empty() {
+            r.value(&mut outputs);
+            if let Some(e) = &mut error {
+                r.error(e);
+            }
+        }
+        let finished = FinishedInstance {
+            step: self.pstep(k).id().to_owned(),
+            index: u.unit as usize,
+            items_hash: st.items_hash.clone().unwrap_or_default(),
+            status: if unit.state == UnitState::Succeeded {
+                StepStatus::Succeeded
+            } else {
+                StepStatus::Failed
+            },
+            attempts: unit.attempts,
+            outputs,
+            error,
+            finished_at_ms: self.emitter.unix_ms(Instant::now()),
+        };
+        self.uncommitted_instances.push(finished);
+        self.held_permits.extend(self.permit_in_hand.take());
+    }
+
     /// Hand the steps that finished since the last commit to the recorder, unless a commit
     /// is in flight (they ride on the next one).
     fn start_commit(&mut self) {
-        if self.inflight.is_some() || self.uncommitted.is_empty() {
+        if self.inflight.is_some()
+            || (self.uncommitted.is_empty() && self.uncommitted_instances.is_empty())
+        {
             return;
         }
         let Some(recorder) = self.recorder.clone() else {
@@ -1318,10 +1458,15 @@ impl Dispatcher {
         };
         let keys = std::mem::take(&mut self.uncommitted);
         let batch = keys.iter().map(|&k| self.finished_step(k)).collect();
+        let commit = if self.uncommitted_instances.is_empty() {
+            recorder.commit(batch)
+        } else {
+            recorder.commit_all(std::mem::take(&mut self.uncommitted_instances), batch)
+        };
         self.inflight = Some(Inflight {
             keys,
             permits: std::mem::take(&mut self.held_permits),
-            commit: recorder.commit(batch),
+            commit,
         });
     }
 
@@ -1335,6 +1480,8 @@ impl Dispatcher {
             self.store_error = Some(e);
             // Nothing more is recorded; what finishes from now on is reported at once.
             self.recorder = None;
+            self.record_instances = false;
+            self.uncommitted_instances.clear();
             self.held_permits.clear();
             let rest = std::mem::take(&mut self.uncommitted);
             for k in keys.into_iter().chain(rest) {
@@ -1416,10 +1563,12 @@ impl Dispatcher {
 
     /// Resume: take over the main steps the earlier attempt finished (succeeded, or skipped
     /// not by `fail_fast`) whose needs are all kept too, so that what a kept step read is
-    /// exactly what it read before. They are reported at once, not run, and not recorded
-    /// again; their outputs feed templates.
+    /// exactly what it read before. They are reported at once (after a `resume`/`kept`
+    /// progress event), not run, and not recorded again; their outputs feed templates.
+    /// Of a `for_each` step that runs again with its needs all kept, the instances that
+    /// succeeded before are kept when it starts ([`Dispatcher::keep_units`]).
     fn keep_resumed(&mut self) {
-        let Some(resume) = self.resume.take() else {
+        let Some(mut resume) = self.resume.take() else {
             return;
         };
         let plan = Arc::clone(&self.plan);
@@ -1430,6 +1579,11 @@ impl Dispatcher {
                 continue;
             }
             let Some(prior) = resume.keepable(ps.id()) else {
+                if ps.step.for_each.is_some()
+                    && let Some(units) = resume.take_instances(ps.id())
+                {
+                    self.resume_units.insert(i as u32, units);
+                }
                 continue;
             };
             kept[i] = true;
@@ -1438,7 +1592,16 @@ impl Dispatcher {
                 idx: i as u32,
             };
             let p = prior.report.clone();
+            self.emit(EventKind::StepProgress {
+                step: ps.id().to_owned(),
+                instance: None,
+                id: RESUME_PROGRESS.to_owned(),
+                status: RESUME_KEPT.to_owned(),
+                current: None,
+                total: None,
+            });
             let st = self.st(k);
+            st.kept = true;
             st.status = p.status;
             st.attempts = p.attempts;
             st.duration_ms = p.duration_ms;
@@ -1641,7 +1804,25 @@ impl Dispatcher {
                 steps.insert(self.dag(d).steps[i].id().to_owned(), report);
             }
         }
+        let mut kept = IndexMap::new();
+        if self.resumed {
+            for (i, st) in self.dags[MAIN as usize].steps.iter().enumerate() {
+                let instances = if st.status == StepStatus::Skipped {
+                    0
+                } else {
+                    st.kept_units as usize
+                };
+                if st.kept || instances > 0 {
+                    let k = Kept {
+                        step: st.kept,
+                        instances,
+                    };
+                    kept.insert(self.plan.main.steps[i].id().to_owned(), k);
+                }
+            }
+        }
         RunReport {
+            kept,
             run_id: self.run_id.clone(),
             workflow: self.plan.workflow.doc.name.clone(),
             status,
@@ -1684,6 +1865,9 @@ fn dag_state(dag: &Dag, templates: Vec<StepTemplates>, ids: &HashMap<String, Ste
             routing: Vec::new(),
             skipped_reason: None,
             finished: None,
+            items_hash: None,
+            kept: false,
+            kept_units: 0,
         });
     }
     DagState {
@@ -1746,5 +1930,224 @@ fn for_each_items(v: Value) -> Result<Vec<Value>, ToolError> {
         other => Err(ToolError::invalid(format!(
             "`for_each` must give a list; it rendered to {other}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::engine::{Engine, PriorStep};
+    use crate::workflow::Workflow;
+
+    /// Records instance finishes and the order of everything committed.
+    #[derive(Default)]
+    struct Rec {
+        instances: Mutex<Vec<FinishedInstance>>,
+        /// `fe[1]` for an instance, `fe` for a step, in commit order.
+        order: Mutex<Vec<String>>,
+    }
+
+    struct ArcRec(Arc<Rec>);
+
+    impl Recorder for ArcRec {
+        fn event(&self, _: &Event) {}
+        fn commit(&self, steps: Vec<FinishedStep>) -> CommitFuture {
+            self.commit_all(Vec::new(), steps)
+        }
+        fn records_instances(&self) -> bool {
+            true
+        }
+        fn commit_all(
+            &self,
+            instances: Vec<FinishedInstance>,
+            steps: Vec<FinishedStep>,
+        ) -> CommitFuture {
+            let mut order = self.0.order.lock().unwrap();
+            for i in &instances {
+                order.push(format!("{}[{}]", i.step, i.index));
+            }
+            order.extend(steps.iter().map(|s| s.id.clone()));
+            self.0.instances.lock().unwrap().extend(instances);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn run(
+        yaml: &str,
+        rec: &Arc<Rec>,
+        resume: Option<ResumeState>,
+        dir: &std::path::Path,
+    ) -> (RunReport, Vec<Event>) {
+        let registry = Arc::new(ToolRegistry::builtin());
+        let wf = Workflow::from_str_with("t.yaml", yaml, &registry).unwrap();
+        let inputs = wf.resolve_inputs(&Default::default()).unwrap();
+        let plan = Arc::new(Plan::new(Arc::new(wf), &registry));
+        let opts = RunOptions {
+            inputs,
+            project_dir: dir.to_path_buf(),
+            workspace: dir.to_path_buf(),
+            recorder: Some(Arc::new(ArcRec(Arc::clone(rec)))),
+            resume,
+            ..RunOptions::default()
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (tx, mut rx) = unbounded_channel();
+        let report = rt.block_on(Engine::new(registry).run(plan, opts, tx));
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        (report, events)
+    }
+
+    fn fan(items: &str) -> String {
+        format!(
+            "apiVersion: ckflow/v1\nname: t\nsteps:\n  - id: fe\n    tool: shell\n    for_each: {items}\n    \
+             with: {{run: \"echo {{{{item}}}} >> ran.txt; if [ ! -f ok ] && [ {{{{item}}}} = 2 ]; then exit 1; fi; echo v={{{{item}}}} >> $CKFLOW_OUTPUT\"}}\n  \
+             - {{id: after, tool: noop, needs: [fe]}}\n"
+        )
+    }
+
+    /// The earlier attempt, as a resume reads it back from `rec`.
+    fn resume_from(rec: &Rec, report: &RunReport) -> ResumeState {
+        let mut r = ResumeState::new();
+        for (id, s) in &report.steps {
+            r.prior(id.clone(), PriorStep { report: s.clone() });
+        }
+        for i in rec.instances.lock().unwrap().iter() {
+            let p = PriorInstance {
+                index: i.index,
+                items_hash: i.items_hash.clone(),
+                status: i.status,
+                attempts: i.attempts,
+                outputs: i.outputs.clone(),
+            };
+            r.prior_instance(i.step.clone(), p);
+        }
+        r
+    }
+
+    fn started(events: &[Event]) -> Vec<Option<usize>> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::StepStarted { step, instance, .. } if step == "fe" => Some(*instance),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn resume_notes(events: &[Event]) -> Vec<(String, String, Option<u64>)> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::StepProgress {
+                    step,
+                    id,
+                    status,
+                    current,
+                    ..
+                } if id == RESUME_PROGRESS => Some((step.clone(), status.clone(), *current)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn instances_are_committed_before_their_step_and_a_resume_keeps_those_that_succeeded() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = fan("[1, 2, 3]");
+        let rec = Arc::new(Rec::default());
+        let (report, _) = run(&yaml, &rec, None, dir.path());
+        assert_eq!(report.status, RunStatus::Failed);
+        assert!(report.kept.is_empty());
+        {
+            let inst = rec.instances.lock().unwrap();
+            let mut seen: Vec<(usize, StepStatus)> =
+                inst.iter().map(|i| (i.index, i.status)).collect();
+            seen.sort_by_key(|s| s.0);
+            assert_eq!(
+                seen,
+                [
+                    (0, StepStatus::Succeeded),
+                    (1, StepStatus::Failed),
+                    (2, StepStatus::Succeeded)
+                ]
+            );
+            let hash = items_hash(&[json!(1), json!(2), json!(3)]);
+            assert!(inst.iter().all(|i| i.items_hash == hash));
+            let first = inst.iter().find(|i| i.index == 0).unwrap();
+            assert_eq!(first.outputs["v"], "1");
+        }
+        let order = rec.order.lock().unwrap().clone();
+        let fe = order.iter().position(|o| o == "fe").unwrap();
+        assert!(order[..fe].iter().filter(|o| o.starts_with("fe[")).count() == 3);
+
+        // Resume, item 2 fixed: only instance 1 runs; the list is whole, in item order.
+        std::fs::write(dir.path().join("ok"), "").unwrap();
+        let resume = resume_from(&rec, &report);
+        let rec2 = Arc::new(Rec::default());
+        let (report, events) = run(&yaml, &rec2, Some(resume), dir.path());
+        assert_eq!(report.status, RunStatus::Succeeded);
+        assert_eq!(started(&events), [Some(1)]);
+        let vs: Vec<Value> = report.steps["fe"]
+            .outputs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["v"].clone())
+            .collect();
+        assert_eq!(vs, ["1", "2", "3"]);
+        assert_eq!(
+            report.kept("fe"),
+            Kept {
+                step: false,
+                instances: 2
+            }
+        );
+        assert_eq!(report.kept("after"), Kept::default());
+        assert_eq!(
+            resume_notes(&events),
+            [("fe".to_owned(), RESUME_KEPT.to_owned(), Some(2))]
+        );
+        // Only the instance that ran is recorded again.
+        assert_eq!(rec2.instances.lock().unwrap().len(), 1);
+        let json = report.to_json();
+        assert_eq!(json["steps"]["fe"]["kept_instances"], 2);
+        assert!(json["steps"]["after"].get("kept").is_none());
+        let ran = std::fs::read_to_string(dir.path().join("ran.txt")).unwrap();
+        let mut ran: Vec<&str> = ran.lines().collect();
+        ran.sort_unstable();
+        assert_eq!(ran, ["1", "2", "2", "3"], "instances 0 and 2 ran once");
+
+        // A second resume after that one keeps the whole step (and what needs it).
+        let resume = resume_from(&rec, &report);
+        let (report, events) = run(&yaml, &Arc::new(Rec::default()), Some(resume), dir.path());
+        assert!(started(&events).is_empty());
+        assert!(report.kept("fe").step && report.kept("after").step);
+    }
+
+    #[test]
+    fn a_resume_runs_every_instance_when_the_items_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Arc::new(Rec::default());
+        let (report, _) = run(&fan("[1, 2, 3]"), &rec, None, dir.path());
+        assert_eq!(report.status, RunStatus::Failed);
+        let resume = resume_from(&rec, &report);
+        let (report, events) = run(
+            &fan("[1, 2, 4]"),
+            &Arc::new(Rec::default()),
+            Some(resume),
+            dir.path(),
+        );
+        assert_eq!(report.status, RunStatus::Failed);
+        assert_eq!(started(&events).len(), 3);
+        assert!(report.kept.is_empty());
+        assert_eq!(
+            resume_notes(&events),
+            [("fe".to_owned(), RESUME_ITEMS_CHANGED.to_owned(), None)]
+        );
     }
 }

@@ -48,10 +48,13 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 pub use event::{Event, EventKind};
-pub use record::{CommitFuture, FinishedStep, PriorStep, Recorder, ResumeState, SharedOutput};
+pub use record::{
+    CommitFuture, FinishedInstance, FinishedStep, PriorInstance, PriorStep, RESUME_ITEMS_CHANGED,
+    RESUME_KEPT, RESUME_PROGRESS, Recorder, ResumeState, SharedOutput, items_hash,
+};
 pub use redact::Redactor;
 
-pub use crate::report::{RunReport, RunStatus, SkipReason, StepReport, StepStatus};
+pub use crate::report::{Kept, RunReport, RunStatus, SkipReason, StepReport, StepStatus};
 use crate::tools::ContextSink;
 use crate::{Plan, ToolRegistry};
 
@@ -99,7 +102,8 @@ pub struct RunOptions {
     /// [`crate::ToolContext::context_sink`]). `None`: the run has no session.
     pub context_sink: Option<Arc<dyn ContextSink>>,
     /// Resume: the steps of the earlier attempt that are kept (not run again; their outputs
-    /// and status feed templates).
+    /// and status feed templates), and the `for_each` instances that are (see
+    /// [`PriorInstance`]).
     pub resume: Option<ResumeState>,
     /// Confine the tools' path arguments to the project folder and the workspace
     /// ([`crate::ToolContext::path`]): the MCP server's runs for clients.

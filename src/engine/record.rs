@@ -4,7 +4,8 @@
 //! recorder over the store.
 //!
 //! The contract (docs/state.md, "What is written when"): the dispatcher collects the steps
-//! that finished in one turn of its loop and hands them to [`Recorder::commit`] as one
+//! (and, for a recorder that wants them, the `for_each` instances) that finished in one turn
+//! of its loop and hands them to [`Recorder::commit`] (or [`Recorder::commit_all`]) as one
 //! batch. Until that commit has resolved, nothing hears of those steps: no `StepFinished`
 //! event, no dependent released. One commit is in flight at a time; steps finishing
 //! meanwhile ride on the next one (group commit), so the dispatcher never waits on the disk
@@ -18,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::event::Event;
-use crate::report::StepReport;
+use crate::report::{StepReport, StepStatus};
 
 /// What a commit returns: `Err` carries the store's message, and aborts the run (a broken
 /// store is a critical error, never ignored).
@@ -33,6 +34,49 @@ pub trait Recorder: Send + Sync + 'static {
     fn event(&self, event: &Event);
     /// Make these finishes durable. The engine reports them only once the future resolves.
     fn commit(&self, steps: Vec<FinishedStep>) -> CommitFuture;
+
+    /// Whether this recorder records `for_each` instances ([`Recorder::commit_all`]), so
+    /// that a resume can keep those that succeeded. Default: no (a resume then runs a
+    /// partly finished `for_each` step whole).
+    fn records_instances(&self) -> bool {
+        false
+    }
+
+    /// Make these instance finishes and step finishes durable in one commit (the instances
+    /// first). Called instead of [`Recorder::commit`] when a turn has instance finishes, and
+    /// only if [`Recorder::records_instances`]. The default drops the instances.
+    fn commit_all(
+        &self,
+        instances: Vec<FinishedInstance>,
+        steps: Vec<FinishedStep>,
+    ) -> CommitFuture {
+        drop(instances);
+        self.commit(steps)
+    }
+}
+
+/// A `for_each` instance of a main step that ended (succeeded or failed), as the engine
+/// hands it to [`Recorder::commit_all`] (redacted). Its slot stays taken until the commit
+/// returns, as a step's does.
+#[derive(Debug, Clone)]
+pub struct FinishedInstance {
+    /// The step's id.
+    pub step: String,
+    /// The instance (its item's index, from 0).
+    pub index: usize,
+    /// The fingerprint of the step's whole item list ([`items_hash`]): a resume keeps the
+    /// instance only if the list renders to the same fingerprint again.
+    pub items_hash: String,
+    /// `succeeded` or `failed`.
+    pub status: StepStatus,
+    /// Attempts it made.
+    pub attempts: u32,
+    /// Its outputs (`null` unless it succeeded).
+    pub outputs: Value,
+    /// Its failure, when it failed.
+    pub error: Option<crate::tools::ToolError>,
+    /// When it finished (ms since the Unix epoch).
+    pub finished_at_ms: u64,
 }
 
 /// A step that finished, as the engine hands it to [`Recorder::commit`] (redacted).
@@ -64,11 +108,65 @@ pub struct SharedOutput {
     pub ttl: Option<Duration>,
 }
 
-/// What a resumed run starts from: the steps of the earlier attempt(s) it keeps.
+/// What a resumed run starts from: the steps (and `for_each` instances) of the earlier
+/// attempt(s) it keeps.
 #[derive(Debug, Clone, Default)]
 pub struct ResumeState {
     prior: HashMap<String, PriorStep>,
+    instances: HashMap<String, Vec<PriorInstance>>,
     rerun: HashSet<String>,
+}
+
+/// A `for_each` instance's latest record from before the resume. One that succeeded is
+/// kept (not run again, its outputs take its place in the step's list) when the step runs
+/// again with the same item list and all of its needs kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriorInstance {
+    /// The instance (its item's index, from 0).
+    pub index: usize,
+    /// The fingerprint of the step's item list then ([`items_hash`]).
+    pub items_hash: String,
+    /// Its status then (only `succeeded` is kept).
+    pub status: StepStatus,
+    /// Attempts it made.
+    pub attempts: u32,
+    /// Its outputs.
+    pub outputs: Value,
+}
+
+/// The `id` of the [`crate::engine::EventKind::StepProgress`] events by which a resumed
+/// run says what it does with the earlier attempt's work (the event stream has no kind of
+/// its own for it): `status` is [`RESUME_KEPT`] for a step kept whole (no `current`) or for
+/// the instances kept of a `for_each` step (`current` kept of `total`), or
+/// [`RESUME_ITEMS_CHANGED`] when a `for_each` step's items changed, so every instance runs
+/// again. Sent before the step's other events.
+pub const RESUME_PROGRESS: &str = "resume";
+/// See [`RESUME_PROGRESS`].
+pub const RESUME_KEPT: &str = "kept";
+/// See [`RESUME_PROGRESS`].
+pub const RESUME_ITEMS_CHANGED: &str = "items_changed";
+
+/// The fingerprint of a `for_each` step's item list (FNV-1a 64 of its JSON text):
+/// `fnv1a64:0123456789abcdef`. Pass the items redacted, so the fingerprint says nothing
+/// about a secret.
+pub fn items_hash(items: &[Value]) -> String {
+    struct Fnv(u64);
+    impl std::io::Write for Fnv {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            for &b in buf {
+                self.0 ^= u64::from(b);
+                self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    // Writing JSON values to memory cannot fail.
+    let _ = serde_json::to_writer(&mut h, items);
+    format!("fnv1a64:{:016x}", h.0)
 }
 
 /// A step's record from before the resume.
@@ -89,6 +187,11 @@ impl ResumeState {
         self.prior.insert(id.into(), step);
     }
 
+    /// Add the latest earlier record of an instance of the `for_each` step `id`.
+    pub fn prior_instance(&mut self, id: impl Into<String>, instance: PriorInstance) {
+        self.instances.entry(id.into()).or_default().push(instance);
+    }
+
     /// Run step `id` again even if it succeeded (its definition changed); the steps after
     /// it run again too.
     pub fn rerun(&mut self, id: impl Into<String>) {
@@ -99,7 +202,7 @@ impl ResumeState {
     /// `fail_fast`, and its definition did not change). The dispatcher also requires all of
     /// its needs to be kept.
     pub(crate) fn keepable(&self, id: &str) -> Option<&PriorStep> {
-        use crate::report::{SkipReason, StepStatus};
+        use crate::report::SkipReason;
         if self.rerun.contains(id) {
             return None;
         }
@@ -111,8 +214,20 @@ impl ResumeState {
         }
     }
 
+    /// The earlier instance records of the `for_each` step `id` that succeeded, unless its
+    /// definition changed (the dispatcher also requires all of its needs to be kept, and
+    /// the item list to be the same).
+    pub(crate) fn take_instances(&mut self, id: &str) -> Option<Vec<PriorInstance>> {
+        if self.rerun.contains(id) {
+            return None;
+        }
+        let mut v = self.instances.remove(id)?;
+        v.retain(|i| i.status == StepStatus::Succeeded);
+        (!v.is_empty()).then_some(v)
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.prior.is_empty()
+        self.prior.is_empty() && self.instances.is_empty()
     }
 }

@@ -204,7 +204,11 @@ pub struct StepReport {
 }
 
 /// The report of a finished run (SPEC §2), secrets redacted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// In JSON, [`RunReport::kept`] shows as fields of the steps' entries: `"kept": true` for a
+/// step a resume kept whole, `"kept_instances": N` for a `for_each` step that ran again
+/// with N of its instances kept (both only present when set).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunReport {
     /// The run's id (`r-20261123-113000-ab12cd`).
     pub run_id: String,
@@ -218,14 +222,143 @@ pub struct RunReport {
     pub steps: IndexMap<String, StepReport>,
     /// Why the run stopped when no step explains it (the state store failed). Only present
     /// when set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A resumed run: what it kept from the earlier attempt(s), by step id (only steps that
+    /// kept something). Empty for a run that is not a resume.
+    pub kept: IndexMap<String, Kept>,
+}
+
+/// What a resumed run kept of one step from the earlier attempt(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Kept {
+    /// The whole step: it did not run again; its record is the earlier one.
+    pub step: bool,
+    /// A `for_each` step that ran again: how many of its instances did not (they had
+    /// succeeded with the same items; their outputs are in the list).
+    pub instances: usize,
+}
+
+impl Serialize for RunReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            run_id: &'a str,
+            workflow: &'a str,
+            status: RunStatus,
+            duration_ms: u64,
+            steps: StepsOut<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<&'a str>,
+        }
+        Out {
+            run_id: &self.run_id,
+            workflow: &self.workflow,
+            status: self.status,
+            duration_ms: self.duration_ms,
+            steps: StepsOut(self),
+            error: self.error.as_deref(),
+        }
+        .serialize(s)
+    }
+}
+
+/// The steps of a report, each with its `kept` fields.
+struct StepsOut<'a>(&'a RunReport);
+
+impl Serialize for StepsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        if r.kept.is_empty() {
+            return r.steps.serialize(s);
+        }
+        #[derive(Serialize)]
+        struct StepOut<'a> {
+            #[serde(flatten)]
+            report: &'a StepReport,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            kept: bool,
+            #[serde(skip_serializing_if = "is_zero")]
+            kept_instances: usize,
+        }
+        let mut m = s.serialize_map(Some(r.steps.len()))?;
+        for (id, report) in &r.steps {
+            let kept = r.kept.get(id).copied().unwrap_or_default();
+            m.serialize_entry(
+                id,
+                &StepOut {
+                    report,
+                    kept: kept.step,
+                    kept_instances: kept.instances,
+                },
+            )?;
+        }
+        m.end()
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl<'de> Deserialize<'de> for RunReport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RunReport, D::Error> {
+        #[derive(Deserialize)]
+        struct In {
+            run_id: String,
+            workflow: String,
+            status: RunStatus,
+            duration_ms: u64,
+            steps: IndexMap<String, StepIn>,
+            #[serde(default)]
+            error: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct StepIn {
+            #[serde(flatten)]
+            report: StepReport,
+            #[serde(default)]
+            kept: bool,
+            #[serde(default)]
+            kept_instances: usize,
+        }
+        let r = In::deserialize(d)?;
+        let mut kept = IndexMap::new();
+        let steps = r
+            .steps
+            .into_iter()
+            .map(|(id, s)| {
+                if s.kept || s.kept_instances > 0 {
+                    let k = Kept {
+                        step: s.kept,
+                        instances: s.kept_instances,
+                    };
+                    kept.insert(id.clone(), k);
+                }
+                (id, s.report)
+            })
+            .collect();
+        Ok(RunReport {
+            run_id: r.run_id,
+            workflow: r.workflow,
+            status: r.status,
+            duration_ms: r.duration_ms,
+            steps,
+            error: r.error,
+            kept,
+        })
+    }
 }
 
 impl RunReport {
     /// The process exit code for this run (0, 1 or 130).
     pub fn exit_code(&self) -> i32 {
         self.status.exit_code()
+    }
+
+    /// What a resume kept of step `id` (nothing for a run that is not a resume).
+    pub fn kept(&self, id: &str) -> Kept {
+        self.kept.get(id).copied().unwrap_or_default()
     }
 
     /// The report as JSON.
@@ -247,5 +380,97 @@ pub fn human_duration(ms: u64) -> String {
         } else {
             format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn step(status: StepStatus) -> StepReport {
+        StepReport {
+            status,
+            attempts: 1,
+            duration_ms: 3,
+            outputs: json!({"x": 1}),
+            error: None,
+            tolerated: false,
+            routing: vec![],
+            skipped_reason: None,
+        }
+    }
+
+    fn report(kept: &[(&str, Kept)]) -> RunReport {
+        let mut steps = IndexMap::new();
+        steps.insert("a".to_owned(), step(StepStatus::Succeeded));
+        steps.insert("b".to_owned(), step(StepStatus::Succeeded));
+        steps.insert("c".to_owned(), step(StepStatus::Succeeded));
+        RunReport {
+            run_id: "r-1".into(),
+            workflow: "w".into(),
+            status: RunStatus::Succeeded,
+            duration_ms: 9,
+            steps,
+            error: None,
+            kept: kept.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_report_without_kept_steps_serialises_as_before() {
+        let r = report(&[]);
+        let v = r.to_json();
+        assert_eq!(
+            v,
+            json!({"run_id": "r-1", "workflow": "w", "status": "succeeded", "duration_ms": 9,
+                   "steps": {"a": {"status": "succeeded", "attempts": 1, "duration_ms": 3, "outputs": {"x": 1}, "error": null},
+                             "b": {"status": "succeeded", "attempts": 1, "duration_ms": 3, "outputs": {"x": 1}, "error": null},
+                             "c": {"status": "succeeded", "attempts": 1, "duration_ms": 3, "outputs": {"x": 1}, "error": null}}})
+        );
+        let back: RunReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn kept_steps_and_instances_are_fields_of_the_steps_and_read_back() {
+        let r = report(&[
+            (
+                "a",
+                Kept {
+                    step: true,
+                    instances: 0,
+                },
+            ),
+            (
+                "b",
+                Kept {
+                    step: false,
+                    instances: 3,
+                },
+            ),
+        ]);
+        let v = r.to_json();
+        assert_eq!(v["steps"]["a"]["kept"], true);
+        assert!(v["steps"]["a"].get("kept_instances").is_none());
+        assert_eq!(v["steps"]["b"]["kept_instances"], 3);
+        assert!(v["steps"]["b"].get("kept").is_none());
+        assert!(v["steps"]["c"].get("kept").is_none());
+        assert_eq!(v["steps"]["b"]["outputs"]["x"], 1);
+        let keys: Vec<&String> = v["steps"]["a"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "status",
+                "attempts",
+                "duration_ms",
+                "outputs",
+                "error",
+                "kept"
+            ]
+        );
+        let back: RunReport = serde_json::from_str(&v.to_string()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.kept("c"), Kept::default());
     }
 }

@@ -2,6 +2,10 @@
 //! spinner line per running step, with retries and routing printed as they happen), plain
 //! lines without colour elsewhere (`step build succeeded in 1.2s (2 attempts)`), and a
 //! summary table at the end. It only reads [`Event`]s and the final [`RunReport`].
+//!
+//! A resumed run's steps kept from the earlier attempt say so: `step build succeeded (kept
+//! from the earlier attempt)` as they are reported, `succeeded (kept)` in the table; a
+//! `for_each` step that ran again says how many of its instances were kept.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -10,7 +14,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{RunReport, StepStatus, human_duration};
-use crate::engine::{Event, EventKind};
+use crate::engine::{Event, EventKind, RESUME_ITEMS_CHANGED, RESUME_KEPT, RESUME_PROGRESS};
 
 /// More steps than this and the summary table lists only the steps that did not succeed.
 const FULL_TABLE: usize = 50;
@@ -20,6 +24,9 @@ pub struct Terminal {
     live: Option<Live>,
     out: Box<dyn Write + Send>,
     color: bool,
+    /// Resume: steps announced as kept, by id: `None` kept whole, `Some((n, total))` a
+    /// `for_each` step with `n` of its `total` instances kept.
+    kept: HashMap<String, Option<(u64, u64)>>,
 }
 
 struct Live {
@@ -57,6 +64,7 @@ impl Terminal {
             live,
             out: Box::new(io::BufWriter::new(io::stderr())),
             color,
+            kept: HashMap::new(),
         }
     }
 
@@ -66,6 +74,7 @@ impl Terminal {
             live: None,
             out,
             color: false,
+            kept: HashMap::new(),
         }
     }
 
@@ -91,8 +100,43 @@ impl Terminal {
         }
     }
 
+    /// A resume's word on a step (see [`RESUME_PROGRESS`]).
+    fn resume_note(&mut self, step: &str, status: &str, current: Option<u64>, total: Option<u64>) {
+        match (status, current) {
+            (RESUME_KEPT, None) => {
+                self.kept.insert(step.to_owned(), None);
+            }
+            (RESUME_KEPT, Some(n)) => {
+                let total = total.unwrap_or(n);
+                self.kept.insert(step.to_owned(), Some((n, total)));
+                self.line(format!(
+                    "step {step}: {n} of {total} instances kept from the earlier attempt"
+                ));
+            }
+            (RESUME_ITEMS_CHANGED, _) => {
+                self.line(format!(
+                    "step {step}: its items changed since the earlier attempt; all instances run again"
+                ));
+            }
+            _ => {}
+        }
+    }
+
     /// Take one event into account.
     pub fn event(&mut self, e: &Event) {
+        if let EventKind::StepProgress {
+            step,
+            instance: None,
+            id,
+            status,
+            current,
+            total,
+        } = &e.kind
+            && id == RESUME_PROGRESS
+        {
+            self.resume_note(step, status, *current, *total);
+            return;
+        }
         match &e.kind {
             EventKind::RunStarted { workflow, steps } => {
                 if let Some(live) = &self.live {
@@ -223,7 +267,14 @@ impl Terminal {
             EventKind::StepSkipped { step, reason } => {
                 self.step_done(step);
                 let skipped = self.paint("skipped", StepStatus::Skipped);
-                self.line(format!("step {step} {skipped} ({})", reason.explain()));
+                let kept = match self.kept.remove(step) {
+                    Some(None) => "; kept from the earlier attempt",
+                    _ => "",
+                };
+                self.line(format!(
+                    "step {step} {skipped} ({}{kept})",
+                    reason.explain()
+                ));
             }
             EventKind::StepFinished {
                 step,
@@ -236,11 +287,20 @@ impl Terminal {
             } => {
                 self.step_done(step);
                 let mut text = format!("step {step} {}", self.paint(status.as_str(), *status));
+                let kept = self.kept.remove(step);
+                if let Some(None) = kept {
+                    text.push_str(" (kept from the earlier attempt)");
+                    self.line(text);
+                    return;
+                }
                 if *attempts > 0 {
                     text.push_str(&format!(" in {}", human_duration(*duration_ms)));
                 }
                 if *attempts > 1 {
                     text.push_str(&format!(" ({attempts} attempts)"));
+                }
+                if let Some(Some((n, total))) = kept {
+                    text.push_str(&format!(" ({n} of {total} instances kept)"));
                 }
                 if let Some(e) = error {
                     text.push_str(&format!(": {e}"));
@@ -316,12 +376,17 @@ impl Terminal {
                 .max()
                 .unwrap_or(4)
                 .max(4);
+            let statuses: Vec<String> = shown
+                .iter()
+                .map(|(id, s)| status_text(s.status, report.kept(id)))
+                .collect();
+            let sw = statuses.iter().map(String::len).max().unwrap_or(9).max(9);
             out.push_str(&format!(
-                "\n{:w$}  {:9}  {:>8}  {:>8}\n",
+                "\n{:w$}  {:sw$}  {:>8}  {:>8}\n",
                 "STEP", "STATUS", "ATTEMPTS", "DURATION"
             ));
-            for (id, s) in &shown {
-                let status = format!("{:9}", s.status.as_str());
+            for ((id, s), status) in shown.iter().zip(statuses) {
+                let status = format!("{status:sw$}");
                 out.push_str(&format!(
                     "{id:w$}  {}  {:>8}  {:>8}\n",
                     self.paint(&status, s.status),
@@ -343,6 +408,25 @@ impl Terminal {
         }
         counts.sort_by_key(|(s, _)| *s as u8);
         let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let mut counts = counts.join(", ");
+        let kept_steps = report.kept.values().filter(|k| k.step).count();
+        let kept_instances: usize = report.kept.values().map(|k| k.instances).sum();
+        if kept_steps > 0 || kept_instances > 0 {
+            let mut kept = Vec::new();
+            if kept_steps > 0 {
+                kept.push(format!(
+                    "{kept_steps} step{} kept",
+                    if kept_steps == 1 { "" } else { "s" }
+                ));
+            }
+            if kept_instances > 0 {
+                kept.push(format!(
+                    "{kept_instances} instance{} kept",
+                    if kept_instances == 1 { "" } else { "s" }
+                ));
+            }
+            counts.push_str(&format!("; {}", kept.join(", ")));
+        }
         let status = match report.status {
             super::RunStatus::Succeeded => self.paint("succeeded", StepStatus::Succeeded),
             super::RunStatus::Failed => self.paint("failed", StepStatus::Failed),
@@ -352,7 +436,7 @@ impl Terminal {
             "run {} {status} in {} ({})\n",
             report.run_id,
             human_duration(report.duration_ms),
-            counts.join(", ")
+            counts
         ));
         for (id, s) in &report.steps {
             if let (StepStatus::Failed, Some(e)) = (s.status, &s.error) {
@@ -365,6 +449,19 @@ impl Terminal {
             }
         }
         out
+    }
+}
+
+/// A step's status as the summary table shows it: `succeeded`, `succeeded (kept)` for a
+/// step a resume kept, `succeeded (3 instances kept)` for a `for_each` step that ran again.
+fn status_text(status: StepStatus, kept: super::Kept) -> String {
+    if kept.step {
+        format!("{status} (kept)")
+    } else if kept.instances > 0 {
+        let s = if kept.instances == 1 { "" } else { "s" };
+        format!("{status} ({} instance{s} kept)", kept.instances)
+    } else {
+        status.as_str().to_owned()
     }
 }
 
@@ -452,6 +549,7 @@ mod tests {
             duration_ms: 1300,
             steps,
             error: None,
+            kept: IndexMap::new(),
         });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(
@@ -471,5 +569,103 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains('\x1b'));
+    }
+
+    fn step_report(status: StepStatus, attempts: u32, duration_ms: u64) -> StepReport {
+        StepReport {
+            status,
+            attempts,
+            duration_ms,
+            outputs: serde_json::Value::Null,
+            error: None,
+            tolerated: false,
+            routing: vec![],
+            skipped_reason: None,
+        }
+    }
+
+    fn resume_note(step: &str, status: &str, current: Option<u64>, total: Option<u64>) -> Event {
+        ev(EventKind::StepProgress {
+            step: step.into(),
+            instance: None,
+            id: crate::engine::RESUME_PROGRESS.into(),
+            status: status.into(),
+            current,
+            total,
+        })
+    }
+
+    fn finished(step: &str, attempts: u32, duration_ms: u64) -> Event {
+        ev(EventKind::StepFinished {
+            step: step.into(),
+            status: StepStatus::Succeeded,
+            attempts,
+            duration_ms,
+            outputs: serde_json::Value::Null,
+            error: None,
+            tolerated: false,
+        })
+    }
+
+    #[test]
+    fn a_resumed_run_marks_what_it_kept() {
+        use crate::report::{Kept, SkipReason};
+        let buf = Buf::default();
+        let mut t = Terminal::plain(Box::new(buf.clone()));
+        t.event(&ev(EventKind::RunStarted {
+            workflow: "fan".into(),
+            steps: 5,
+        }));
+        t.event(&resume_note("prep", "kept", None, None));
+        t.event(&finished("prep", 1, 12));
+        t.event(&resume_note("docs", "kept", None, None));
+        t.event(&ev(EventKind::StepSkipped {
+            step: "docs".into(),
+            reason: SkipReason::If,
+        }));
+        t.event(&resume_note("build", "kept", Some(3), Some(6)));
+        t.event(&finished("build", 2, 1500));
+        t.event(&resume_note("lint", "items_changed", None, Some(2)));
+        t.event(&finished("lint", 1, 40));
+        t.event(&finished("after", 1, 3));
+        let mut steps = IndexMap::new();
+        steps.insert("prep".to_owned(), step_report(StepStatus::Succeeded, 1, 12));
+        steps.insert("docs".to_owned(), step_report(StepStatus::Skipped, 0, 0));
+        steps.insert(
+            "build".to_owned(),
+            step_report(StepStatus::Succeeded, 2, 1500),
+        );
+        steps.insert("lint".to_owned(), step_report(StepStatus::Succeeded, 1, 40));
+        steps.insert("after".to_owned(), step_report(StepStatus::Succeeded, 1, 3));
+        let whole = Kept {
+            step: true,
+            instances: 0,
+        };
+        let mut kept = IndexMap::new();
+        kept.insert("prep".to_owned(), whole);
+        kept.insert("docs".to_owned(), whole);
+        kept.insert(
+            "build".to_owned(),
+            Kept {
+                step: false,
+                instances: 3,
+            },
+        );
+        t.finish(&RunReport {
+            run_id: "r-20261123-113000-ab12cd".into(),
+            workflow: "fan".into(),
+            status: RunStatus::Succeeded,
+            duration_ms: 1600,
+            steps,
+            error: None,
+            kept,
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        insta::with_settings!({filters => vec![
+            (r"r-\d{8}-\d{6}-[0-9a-f]{6}", "[run-id]"),
+            (r"\b\d+(\.\d+)?(ms|s)\b", "[dur]"),
+        ]}, {
+            insta::assert_snapshot!("resumed_run", text);
+        });
     }
 }

@@ -3,8 +3,8 @@
 //! wait on the disk.
 //!
 //! What it writes: step logs (`StepOutput` lines, and `[ckflow]` lines for attempts,
-//! retries and routing) as they come; each commit's finished steps, then one flush
-//! (group commit) before the engine hears back; the steps that are running, every
+//! retries, routing and what a resume kept) as they come; each commit's finished `for_each`
+//! instances and steps, then one flush (group commit) before the engine hears back; the steps that are running, every
 //! [`TICK`] (a step that finishes sooner is written once, finished); shared outputs to the
 //! session context inside the commit; the run's end. Every tick it also looks for the
 //! run's `cancel` marker (`ckflow cancel` from another process).
@@ -18,11 +18,14 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{CommitFuture, Event, EventKind, FinishedStep, Recorder, Redactor};
+use crate::engine::{
+    CommitFuture, Event, EventKind, FinishedInstance, FinishedStep, PriorInstance,
+    RESUME_ITEMS_CHANGED, RESUME_KEPT, RESUME_PROGRESS, Recorder, Redactor,
+};
 use crate::report::{RunReport, StepStatus as ReportStatus};
 use crate::store::{
-    self, HistoryEntry, HistoryKind, LogStream, RunHandle, RunRecord, RunStatus, StepError,
-    StepRecord, StepStatus, Store, StoreError,
+    self, HistoryEntry, HistoryKind, InstanceRecord, LogStream, RunHandle, RunRecord, RunStatus,
+    StepError, StepRecord, StepStatus, Store, StoreError,
 };
 use crate::tools::{ContextFuture, ContextSink, ToolError};
 use crate::workflow::model::ErrorClass;
@@ -33,7 +36,11 @@ const TICK: Duration = Duration::from_millis(100);
 
 enum Msg {
     Event(Box<Event>),
-    Commit(Vec<FinishedStep>, oneshot::Sender<Result<(), String>>),
+    Commit(
+        Vec<FinishedInstance>,
+        Vec<FinishedStep>,
+        oneshot::Sender<Result<(), String>>,
+    ),
     Finish(
         RunStatus,
         u64,
@@ -113,15 +120,27 @@ impl Recorder for StoreRecorder {
                 | EventKind::StepRouted { .. }
                 | EventKind::RecoveryStarted { .. }
                 | EventKind::RecoveryFinished { .. }
-        );
+        ) || matches!(&event.kind, EventKind::StepProgress { id, .. } if id == RESUME_PROGRESS);
         if wanted {
             let _ = self.tx.send(Msg::Event(Box::new(event.clone())));
         }
     }
 
     fn commit(&self, steps: Vec<FinishedStep>) -> CommitFuture {
+        self.commit_all(Vec::new(), steps)
+    }
+
+    fn records_instances(&self) -> bool {
+        true
+    }
+
+    fn commit_all(
+        &self,
+        instances: Vec<FinishedInstance>,
+        steps: Vec<FinishedStep>,
+    ) -> CommitFuture {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Msg::Commit(steps, reply)).is_ok();
+        let sent = self.tx.send(Msg::Commit(instances, steps, reply)).is_ok();
         Box::pin(async move {
             if !sent {
                 return Err("the run's store thread stopped".to_owned());
@@ -160,8 +179,8 @@ impl StoreThread {
         loop {
             match rx.recv_timeout(TICK) {
                 Ok(Msg::Event(e)) => self.event(*e),
-                Ok(Msg::Commit(steps, reply)) => {
-                    let result = self.commit(steps).map_err(|e| e.to_string());
+                Ok(Msg::Commit(instances, steps, reply)) => {
+                    let result = self.commit(instances, steps).map_err(|e| e.to_string());
                     let _ = reply.send(result);
                 }
                 Ok(Msg::Finish(status, at, reply)) => {
@@ -315,15 +334,44 @@ impl StoreThread {
                     &format!("{}recovery step `{tool}` {status}{why}", inst(instance)),
                 );
             }
+            // A resume's word on a step: only what it kept of a `for_each` step, or that its
+            // items changed, goes to the step's log (a step kept whole has its log already).
+            EventKind::StepProgress {
+                step,
+                status,
+                current,
+                total,
+                ..
+            } => {
+                let total = total.unwrap_or(0);
+                let text = match (status.as_str(), current) {
+                    (RESUME_KEPT, Some(n)) => {
+                        format!("resumed: {n} of {total} instances kept from the earlier attempt")
+                    }
+                    (RESUME_ITEMS_CHANGED, _) => "resumed: the items changed since the earlier \
+                         attempt, so all instances run again"
+                        .to_owned(),
+                    _ => return,
+                };
+                self.log(&step, LogStream::Ckflow, &text);
+            }
             _ => {}
         }
     }
 
-    /// Record a turn's finished steps and make them durable (one flush); publish their
-    /// shared outputs.
-    fn commit(&mut self, steps: Vec<FinishedStep>) -> Result<(), StoreError> {
+    /// Record a turn's finished instances and steps and make them durable (one flush);
+    /// publish the steps' shared outputs.
+    fn commit(
+        &mut self,
+        instances: Vec<FinishedInstance>,
+        steps: Vec<FinishedStep>,
+    ) -> Result<(), StoreError> {
         if let Some(e) = self.log_error.take() {
             return Err(e);
+        }
+        for i in instances {
+            self.handle()
+                .record_instance_finished(&instance_record(i))?;
         }
         let mut shared = Vec::new();
         for f in steps {
@@ -420,6 +468,44 @@ fn step_record(f: &FinishedStep) -> StepRecord {
         tolerated: r.tolerated,
         finally: f.finally,
     }
+}
+
+/// The store's record of a finished `for_each` instance.
+fn instance_record(f: FinishedInstance) -> InstanceRecord {
+    InstanceRecord {
+        step: f.step,
+        index: f.index,
+        items_hash: f.items_hash,
+        status: match f.status {
+            ReportStatus::Succeeded => StepStatus::Succeeded,
+            _ => StepStatus::Failed,
+        },
+        attempts: f.attempts,
+        finished_at_ms: Some(f.finished_at_ms),
+        outputs: f.outputs,
+        error: f.error.map(|e| StepError {
+            class: e.class.as_str().to_owned(),
+            code: e.code,
+            message: e.message,
+            details: e.details,
+        }),
+    }
+}
+
+/// The engine's record of a stored `for_each` instance, for a resume.
+pub(crate) fn prior_instance(rec: InstanceRecord) -> (String, PriorInstance) {
+    let status = match rec.status {
+        StepStatus::Succeeded => ReportStatus::Succeeded,
+        _ => ReportStatus::Failed,
+    };
+    let prior = PriorInstance {
+        index: rec.index,
+        items_hash: rec.items_hash,
+        status,
+        attempts: rec.attempts,
+        outputs: rec.outputs,
+    };
+    (rec.step, prior)
 }
 
 /// The engine's record of a stored step, for a resume.

@@ -43,8 +43,8 @@ pub use format::CURRENT_FORMAT;
 pub use logs::{LogFollower, log_file_name, percent_decode, step_of_log_file};
 pub use model::{
     CancelOutcome, CommitStats, ContextEntry, DetailSource, GcOptions, GcReport, HistoryEntry,
-    HistoryKind, LogStream, RunDetail, RunFilter, RunRecord, RunStatus, RunSummary, Session,
-    StepError, StepRecord, StepStatus, SweepReport,
+    HistoryKind, InstanceRecord, LogStream, RunDetail, RunFilter, RunRecord, RunStatus, RunSummary,
+    Session, StepError, StepRecord, StepStatus, SweepReport,
 };
 pub use redact::{MASK, redact};
 pub use run::RunHandle;

@@ -235,6 +235,35 @@ impl StepRecord {
     }
 }
 
+/// What the store keeps about one `for_each` instance of a main step that ended (succeeded
+/// or failed), so that a resume keeps the instances that succeeded: the latest record per
+/// step and instance. Kept apart from the steps (`ckflow runs show` lists steps only).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// The step's id.
+    pub step: String,
+    /// The instance (its item's index, from 0).
+    pub index: usize,
+    /// The fingerprint of the step's whole item list when it ran (the engine's
+    /// `items_hash`): a resume keeps the instance only if the list is the same.
+    #[serde(default)]
+    pub items_hash: String,
+    /// `succeeded` or `failed`.
+    pub status: StepStatus,
+    /// Attempts it made.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When it ended, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub finished_at_ms: Option<u64>,
+    /// Its outputs (already redacted); `null` unless it succeeded.
+    #[serde(default)]
+    pub outputs: Value,
+    /// Its failure, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+}
+
 /// One row of the run index: what `ckflow runs` shows. Kept small on purpose (listing 10,000
 /// of them must stay far below 200 ms).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

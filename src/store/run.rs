@@ -4,8 +4,10 @@
 //! The database's default tree holds `run` (the [`RunRecord`]), `format`, and per step
 //! `s<sequence>` (an 8-byte big-endian number) → the step's latest [`StepRecord`], so steps
 //! read back in the order they were first recorded; the owner keeps the id → sequence map
-//! in memory and rebuilds it from the records on resume. (Databases of earlier builds also
-//! hold `i<step id>` keys; nothing reads them.)
+//! in memory and rebuilds it from the records on resume; and per `for_each` instance of a
+//! main step `e<step id>\0<index>` (the index 4-byte big-endian) → the instance's latest
+//! [`InstanceRecord`], read only by a resume. (Databases of earlier builds also hold
+//! `i<step id>` keys; nothing reads them.)
 //!
 //! Durability is by group commit: [`RunHandle::record_step_finished`] writes without waiting,
 //! [`RunHandle::commit`] makes everything written so far durable with one flush and `fsync`,
@@ -21,7 +23,8 @@ use super::error::{Result, StoreError};
 use super::lock::{DbKind, OwnerLock, flush_db, flush_db_file, open_db};
 use super::logs::LogWriter;
 use super::model::{
-    CommitStats, HistoryEntry, LogStream, RunRecord, RunStatus, StepRecord, StepStatus,
+    CommitStats, HistoryEntry, InstanceRecord, LogStream, RunRecord, RunStatus, StepRecord,
+    StepStatus,
 };
 use super::{LiveSnapshot, Store, format, write_atomically};
 
@@ -79,6 +82,16 @@ fn step_key(seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(b's');
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The key of an instance record: `e`, the step id, a 0 byte, the index (4 bytes, BE).
+fn instance_key(step: &str, index: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(step.len() + 6);
+    k.push(b'e');
+    k.extend_from_slice(step.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&(index as u32).to_be_bytes());
     k
 }
 
@@ -306,6 +319,35 @@ impl RunHandle {
             st.stats.steps_finished += 1;
         }
         Ok(st.written)
+    }
+
+    /// Record a `for_each` instance's finish (replacing its earlier record) without waiting
+    /// for the disk: it is durable after the next [`RunHandle::commit`], like a step's
+    /// finish. It does not show in `live.json` or the run's steps.
+    pub fn record_instance_finished(&self, rec: &InstanceRecord) -> Result<()> {
+        let mut st = guard(&self.state);
+        self.db
+            .insert(
+                instance_key(&rec.step, rec.index),
+                serde_json::to_vec(rec).expect("records serialise"),
+            )
+            .map_err(StoreError::db(&self.db_dir))?;
+        st.written += 1;
+        st.last_finish = st.written;
+        Ok(())
+    }
+
+    /// The run's `for_each` instance records (the latest of each instance), by step and
+    /// index: what a resume may keep.
+    pub fn instances(&self) -> Result<Vec<InstanceRecord>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(b"e") {
+            let (_, v) = kv.map_err(StoreError::db(&self.db_dir))?;
+            let rec: InstanceRecord =
+                serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&self.db_dir, e))?;
+            out.push(rec);
+        }
+        Ok(out)
     }
 
     /// Record that a step (attempt) started. Not flushed by itself (the next commit takes it
