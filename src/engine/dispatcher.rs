@@ -27,8 +27,8 @@ use super::context::{Refs, StepTemplates, has_template, render_at, root};
 use super::event::{Emitter, Event, EventKind};
 use super::executor::{self, Call, Done};
 use super::record::{
-    CommitFuture, FinishedInstance, FinishedStep, PriorInstance, RESUME_ITEMS_CHANGED, RESUME_KEPT,
-    RESUME_PROGRESS, Recorder, ResumeState, SharedOutput, items_hash,
+    CommitFuture, FinishedInstance, FinishedStep, PriorInstance, Recorder, ResumeState,
+    SharedOutput, items_hash,
 };
 use super::redact::Redactor;
 use super::retry::{self, Prng};
@@ -774,23 +774,23 @@ impl Dispatcher {
             }
         }
         st.kept_units = kept;
-        let status = if kept > 0 {
-            RESUME_KEPT
+        let event = if kept > 0 {
+            EventKind::StepKept {
+                step: id,
+                kept_instances: Some(u64::from(kept)),
+                instances: Some(total as u64),
+            }
         } else if !matched {
             tracing::info!(run = %self.run_id, step = %id,
                 "the step's items changed since the earlier attempt: every instance runs again");
-            RESUME_ITEMS_CHANGED
+            EventKind::ItemsChanged {
+                step: id,
+                instances: total as u64,
+            }
         } else {
             return;
         };
-        self.emit(EventKind::StepProgress {
-            step: id,
-            instance: None,
-            id: RESUME_PROGRESS.to_owned(),
-            status: status.to_owned(),
-            current: (kept > 0).then_some(u64::from(kept)),
-            total: Some(total as u64),
-        });
+        self.emit(event);
     }
 
     // ---- starting work ------------------------------------------------------------------
@@ -1592,13 +1592,10 @@ impl Dispatcher {
                 idx: i as u32,
             };
             let p = prior.report.clone();
-            self.emit(EventKind::StepProgress {
+            self.emit(EventKind::StepKept {
                 step: ps.id().to_owned(),
-                instance: None,
-                id: RESUME_PROGRESS.to_owned(),
-                status: RESUME_KEPT.to_owned(),
-                current: None,
-                total: None,
+                kept_instances: None,
+                instances: None,
             });
             let st = self.st(k);
             st.kept = true;
@@ -2043,13 +2040,14 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match &e.kind {
-                EventKind::StepProgress {
+                EventKind::StepKept {
                     step,
-                    id,
-                    status,
-                    current,
+                    kept_instances,
                     ..
-                } if id == RESUME_PROGRESS => Some((step.clone(), status.clone(), *current)),
+                } => Some((step.clone(), "kept".to_owned(), *kept_instances)),
+                EventKind::ItemsChanged { step, .. } => {
+                    Some((step.clone(), "items_changed".to_owned(), None))
+                }
                 _ => None,
             })
             .collect()
@@ -2110,7 +2108,7 @@ mod tests {
         assert_eq!(report.kept("after"), Kept::default());
         assert_eq!(
             resume_notes(&events),
-            [("fe".to_owned(), RESUME_KEPT.to_owned(), Some(2))]
+            [("fe".to_owned(), "kept".to_owned(), Some(2))]
         );
         // Only the instance that ran is recorded again.
         assert_eq!(rec2.instances.lock().unwrap().len(), 1);
@@ -2147,7 +2145,7 @@ mod tests {
         assert!(report.kept.is_empty());
         assert_eq!(
             resume_notes(&events),
-            [("fe".to_owned(), RESUME_ITEMS_CHANGED.to_owned(), None)]
+            [("fe".to_owned(), "items_changed".to_owned(), None)]
         );
     }
 }

@@ -62,6 +62,27 @@ pub enum EventKind {
         /// The line without its newline, secrets redacted.
         line: String,
     },
+    /// A resume kept the step's work from the earlier attempt: the whole step (no
+    /// `kept_instances`), or `kept_instances` of the `instances` of a `for_each` step that
+    /// runs again for the rest. Sent before the step's other events.
+    StepKept {
+        /// The step's id.
+        step: String,
+        /// Instances kept, for a `for_each` step that runs again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kept_instances: Option<u64>,
+        /// Its instances, with `kept_instances`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instances: Option<u64>,
+    },
+    /// A resume found that a `for_each` step's items render differently than in the earlier
+    /// attempt, so all of its `instances` run again.
+    ItemsChanged {
+        /// The step's id.
+        step: String,
+        /// How many instances it has now.
+        instances: u64,
+    },
     /// A tool reported progress on part of its work (a layer pushed, a file written).
     StepProgress {
         /// The step's id.
@@ -185,6 +206,8 @@ impl EventKind {
             EventKind::StepStarted { step, .. }
             | EventKind::StepOutput { step, .. }
             | EventKind::StepProgress { step, .. }
+            | EventKind::StepKept { step, .. }
+            | EventKind::ItemsChanged { step, .. }
             | EventKind::StepRetrying { step, .. }
             | EventKind::StepRouted { step, .. }
             | EventKind::RecoveryStarted { step, .. }
@@ -201,6 +224,8 @@ impl EventKind {
             | EventKind::RunFinished { .. }
             | EventKind::StepStarted { .. }
             | EventKind::StepSkipped { .. }
+            | EventKind::StepKept { .. }
+            | EventKind::ItemsChanged { .. }
             | EventKind::StepRouted { .. }
             | EventKind::RecoveryStarted { .. } => {}
             EventKind::StepOutput { line, .. } => r.string(line),

@@ -49,8 +49,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use event::{Event, EventKind};
 pub use record::{
-    CommitFuture, FinishedInstance, FinishedStep, PriorInstance, PriorStep, RESUME_ITEMS_CHANGED,
-    RESUME_KEPT, RESUME_PROGRESS, Recorder, ResumeState, SharedOutput, items_hash,
+    CommitFuture, FinishedInstance, FinishedStep, PriorInstance, PriorStep, Recorder, ResumeState,
+    SharedOutput, items_hash,
 };
 pub use redact::Redactor;
 

@@ -134,18 +134,6 @@ pub struct PriorInstance {
     pub outputs: Value,
 }
 
-/// The `id` of the [`crate::engine::EventKind::StepProgress`] events by which a resumed
-/// run says what it does with the earlier attempt's work (the event stream has no kind of
-/// its own for it): `status` is [`RESUME_KEPT`] for a step kept whole (no `current`) or for
-/// the instances kept of a `for_each` step (`current` kept of `total`), or
-/// [`RESUME_ITEMS_CHANGED`] when a `for_each` step's items changed, so every instance runs
-/// again. Sent before the step's other events.
-pub const RESUME_PROGRESS: &str = "resume";
-/// See [`RESUME_PROGRESS`].
-pub const RESUME_KEPT: &str = "kept";
-/// See [`RESUME_PROGRESS`].
-pub const RESUME_ITEMS_CHANGED: &str = "items_changed";
-
 /// The fingerprint of a `for_each` step's item list (FNV-1a 64 of its JSON text):
 /// `fnv1a64:0123456789abcdef`. Pass the items redacted, so the fingerprint says nothing
 /// about a secret.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{RunReport, StepStatus, human_duration};
-use crate::engine::{Event, EventKind, RESUME_ITEMS_CHANGED, RESUME_KEPT, RESUME_PROGRESS};
+use crate::engine::{Event, EventKind};
 
 /// More steps than this and the summary table lists only the steps that did not succeed.
 const FULL_TABLE: usize = 50;
@@ -100,20 +100,28 @@ impl Terminal {
         }
     }
 
-    /// A resume's word on a step (see [`RESUME_PROGRESS`]).
-    fn resume_note(&mut self, step: &str, status: &str, current: Option<u64>, total: Option<u64>) {
-        match (status, current) {
-            (RESUME_KEPT, None) => {
+    /// A resume's word on a step: kept whole, some instances kept, or the items changed.
+    fn resume_note(&mut self, kind: &EventKind) {
+        match kind {
+            EventKind::StepKept {
+                step,
+                kept_instances: None,
+                ..
+            } => {
                 self.kept.insert(step.to_owned(), None);
             }
-            (RESUME_KEPT, Some(n)) => {
-                let total = total.unwrap_or(n);
-                self.kept.insert(step.to_owned(), Some((n, total)));
+            EventKind::StepKept {
+                step,
+                kept_instances: Some(n),
+                instances,
+            } => {
+                let total = instances.unwrap_or(*n);
+                self.kept.insert(step.to_owned(), Some((*n, total)));
                 self.line(format!(
                     "step {step}: {n} of {total} instances kept from the earlier attempt"
                 ));
             }
-            (RESUME_ITEMS_CHANGED, _) => {
+            EventKind::ItemsChanged { step, .. } => {
                 self.line(format!(
                     "step {step}: its items changed since the earlier attempt; all instances run again"
                 ));
@@ -124,20 +132,10 @@ impl Terminal {
 
     /// Take one event into account.
     pub fn event(&mut self, e: &Event) {
-        if let EventKind::StepProgress {
-            step,
-            instance: None,
-            id,
-            status,
-            current,
-            total,
-        } = &e.kind
-            && id == RESUME_PROGRESS
-        {
-            self.resume_note(step, status, *current, *total);
-            return;
-        }
         match &e.kind {
+            EventKind::StepKept { .. } | EventKind::ItemsChanged { .. } => {
+                self.resume_note(&e.kind);
+            }
             EventKind::RunStarted { workflow, steps } => {
                 if let Some(live) = &self.live {
                     live.run.set_length(*steps as u64);
@@ -585,13 +583,16 @@ mod tests {
     }
 
     fn resume_note(step: &str, status: &str, current: Option<u64>, total: Option<u64>) -> Event {
-        ev(EventKind::StepProgress {
-            step: step.into(),
-            instance: None,
-            id: crate::engine::RESUME_PROGRESS.into(),
-            status: status.into(),
-            current,
-            total,
+        ev(match status {
+            "kept" => EventKind::StepKept {
+                step: step.into(),
+                kept_instances: current,
+                instances: total,
+            },
+            _ => EventKind::ItemsChanged {
+                step: step.into(),
+                instances: total.unwrap_or(0),
+            },
         })
     }
 

@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{
-    CommitFuture, Event, EventKind, FinishedInstance, FinishedStep, PriorInstance,
-    RESUME_ITEMS_CHANGED, RESUME_KEPT, RESUME_PROGRESS, Recorder, Redactor,
+    CommitFuture, Event, EventKind, FinishedInstance, FinishedStep, PriorInstance, Recorder,
+    Redactor,
 };
 use crate::report::{RunReport, StepStatus as ReportStatus};
 use crate::store::{
@@ -120,7 +120,9 @@ impl Recorder for StoreRecorder {
                 | EventKind::StepRouted { .. }
                 | EventKind::RecoveryStarted { .. }
                 | EventKind::RecoveryFinished { .. }
-        ) || matches!(&event.kind, EventKind::StepProgress { id, .. } if id == RESUME_PROGRESS);
+                | EventKind::StepKept { .. }
+                | EventKind::ItemsChanged { .. }
+        );
         if wanted {
             let _ = self.tx.send(Msg::Event(Box::new(event.clone())));
         }
@@ -336,24 +338,23 @@ impl StoreThread {
             }
             // A resume's word on a step: only what it kept of a `for_each` step, or that its
             // items changed, goes to the step's log (a step kept whole has its log already).
-            EventKind::StepProgress {
+            EventKind::StepKept {
                 step,
-                status,
-                current,
-                total,
-                ..
+                kept_instances: Some(n),
+                instances,
             } => {
-                let total = total.unwrap_or(0);
-                let text = match (status.as_str(), current) {
-                    (RESUME_KEPT, Some(n)) => {
-                        format!("resumed: {n} of {total} instances kept from the earlier attempt")
-                    }
-                    (RESUME_ITEMS_CHANGED, _) => "resumed: the items changed since the earlier \
-                         attempt, so all instances run again"
-                        .to_owned(),
-                    _ => return,
-                };
+                let text = format!(
+                    "resumed: {n} of {} instances kept from the earlier attempt",
+                    instances.unwrap_or(n)
+                );
                 self.log(&step, LogStream::Ckflow, &text);
+            }
+            EventKind::ItemsChanged { step, .. } => {
+                self.log(
+                    &step,
+                    LogStream::Ckflow,
+                    "resumed: the items changed since the earlier attempt, so all instances run again",
+                );
             }
             _ => {}
         }
