@@ -163,9 +163,17 @@ impl Tool for GenerateDockerfile {
                             Every key is always present (null when it does not apply).",
             "required": ["path", "generated", "language", "build_system", "framework",
                          "base_image", "builder_image", "port", "user", "healthcheck",
-                         "fixed", "findings", "errors", "warnings", "valid"],
+                         "dockerignore", "fixed", "findings", "errors", "warnings", "valid"],
             "properties": {
                 "path": {"type": "string", "description": "The Dockerfile written."},
+                "dockerignore": nullable(
+                    "string",
+                    "The `.dockerignore` written beside it (the build context is `path`): \
+                     only when generating and the folder had none; it keeps `.git`, \
+                     ckflow's state, `k8s/` and the language's local build output and \
+                     dependencies (`node_modules`, `target`, `.venv`, `bin`/`obj`, …) out \
+                     of `COPY . .`. Null otherwise."
+                ),
                 "generated": {
                     "type": "boolean",
                     "description": "True when it was generated, false when an existing one \
@@ -444,8 +452,17 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
         return Err(ToolError::cancelled());
     }
     write_atomic(&target, &g.text).await?;
+    let ignore = dir.join(".dockerignore");
+    let dockerignore = match ignore.try_exists() {
+        Ok(false) => {
+            write_atomic(&ignore, &dockerignore_for(g.language.as_deref())).await?;
+            Some(ignore.display().to_string())
+        }
+        _ => None,
+    };
     let mut out = json!({
         "path": target.display().to_string(),
+        "dockerignore": dockerignore,
         "generated": true,
         "language": g.language,
         "build_system": g.build_system,
@@ -459,6 +476,42 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
     });
     merge_report(&mut out, &findings);
     Ok(out)
+}
+
+/// The `.dockerignore` written beside a generated Dockerfile: what never belongs in the
+/// build context (VCS, ckflow's state, the manifests, editor folders), then the language's
+/// local dependencies and build output, which the image builds itself and which a
+/// `COPY . .` would otherwise copy over what it installed.
+pub fn dockerignore_for(language: Option<&str>) -> String {
+    let mut lines = vec![
+        "# Written by ckflow (generate_dockerfile): what stays out of the build context.",
+        ".git",
+        ".gitignore",
+        ".ckflow",
+        "k8s",
+        ".idea",
+        ".vscode",
+        "*.log",
+        ".env",
+    ];
+    lines.extend_from_slice(match language {
+        Some("rust") => &["target"],
+        Some("javascript" | "typescript") => &["node_modules", "npm-debug.log*", "coverage"],
+        Some("python") => &[
+            "__pycache__",
+            "*.pyc",
+            ".venv",
+            "venv",
+            ".pytest_cache",
+            ".mypy_cache",
+        ],
+        Some("java" | "kotlin") => &["target", "build", ".gradle"],
+        Some("csharp" | "fsharp") => &["bin", "obj"],
+        _ => &[],
+    });
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
 }
 
 /// Put the folder's name in an error [`render`] made without knowing it.
@@ -541,6 +594,7 @@ async fn fix_file(
                 .and_then(|df| final_image(&df));
             let mut out = json!({
                 "path": path,
+                "dockerignore": null,
                 "generated": false,
                 "language": null,
                 "build_system": null,
@@ -4026,6 +4080,53 @@ mod tests {
             (e.class, e.code.as_deref()),
             (ErrorClass::NotFound, Some("PROJECT_NOT_FOUND"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_dockerignore_is_written_only_when_there_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"name": "web", "scripts": {"start": "node server.js"}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("server.js"),
+            "require('http').createServer().listen(3000)\n",
+        )
+        .unwrap();
+        let out = call(dir.path(), json!({"path": "."})).await.unwrap();
+        let written = std::fs::read_to_string(dir.path().join(".dockerignore")).unwrap();
+        assert!(
+            out["dockerignore"]
+                .as_str()
+                .unwrap()
+                .ends_with(".dockerignore")
+        );
+        for line in [".git", ".ckflow", "node_modules"] {
+            assert!(
+                written.lines().any(|l| l == line),
+                "{line} missing:\n{written}"
+            );
+        }
+        assert!(!written.lines().any(|l| l == "target"), "{written}");
+        // A second generation (overwrite) keeps the user's own .dockerignore.
+        std::fs::write(dir.path().join(".dockerignore"), "mine\n").unwrap();
+        let out = call(dir.path(), json!({"path": ".", "overwrite": true}))
+            .await
+            .unwrap();
+        assert!(out["dockerignore"].is_null());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".dockerignore")).unwrap(),
+            "mine\n"
+        );
+        assert!(
+            dockerignore_for(Some("rust"))
+                .lines()
+                .any(|l| l == "target")
+        );
+        assert!(dockerignore_for(Some("csharp")).lines().any(|l| l == "obj"));
+        assert!(!dockerignore_for(None).contains("node_modules"));
     }
 
     #[tokio::test]
