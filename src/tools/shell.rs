@@ -1,5 +1,10 @@
 //! `shell`: runs a command line with `sh -c` on the host (SPEC §5).
 //!
+//! - Like make, a plain command line (`cargo build --release`: no shell syntax, no
+//!   builtin) is started directly when the shell is the default `sh`, saving a shell
+//!   start per step; whatever that start cannot do as the shell would (not found, not
+//!   executable) goes through `sh -c` after all, and a death by signal n reads as exit
+//!   code 128+n, as under the shell ([`direct_argv`]).
 //! - Environment: ckflow's own environment, then the step's `ctx.env`, then `with.env`
 //!   (later wins), then `CKFLOW_OUTPUT`, `CKFLOW_RUN_ID`, `CKFLOW_STEP_ID` and
 //!   `CKFLOW_WORKSPACE`, which cannot be overridden.
@@ -70,7 +75,11 @@ impl Tool for Shell {
             "properties": {
                 "run": {
                     "type": "string",
-                    "description": "The script, passed to the shell as `-c <run>`."
+                    "description": "The script, passed to the shell as `-c <run>`. With the \
+                                    default shell, a plain command line (no quotes, \
+                                    variables, globs, redirections, operators or builtins) \
+                                    is started directly, as make does, with the same \
+                                    result and one process fewer."
                 },
                 "env": {
                     "type": "object",
@@ -283,22 +292,43 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
     } else {
         resolve_program(&args.shell)
     };
-    let mut cmd = Command::new(&program);
-    cmd.arg("-c")
-        .arg(&args.run)
-        .envs(&ctx.env)
-        .envs(args.env.iter().map(|(k, v)| (k, v)))
-        .env("CKFLOW_OUTPUT", &output_file.0)
-        .env("CKFLOW_RUN_ID", &ctx.run_id)
-        .env("CKFLOW_STEP_ID", &ctx.step_id)
-        .env("CKFLOW_WORKSPACE", &ctx.workspace)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| spawn_error(&args.shell, &dir, e))?;
+    let configure = |cmd: &mut Command| {
+        cmd.envs(&ctx.env)
+            .envs(args.env.iter().map(|(k, v)| (k, v)))
+            .env("CKFLOW_OUTPUT", &output_file.0)
+            .env("CKFLOW_RUN_ID", &ctx.run_id)
+            .env("CKFLOW_STEP_ID", &ctx.step_id)
+            .env("CKFLOW_WORKSPACE", &ctx.workspace)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+    };
+    // Like make: a plain command line with the default shell is executed directly, which
+    // saves starting a shell per step. Anything the direct start cannot do exactly as
+    // `sh -c` would (not found, not executable, …) goes through the shell after all, so
+    // its messages and exit codes are the shell's.
+    let direct = (args.shell == "sh")
+        .then(|| direct_argv(&args.run))
+        .flatten()
+        .and_then(|argv| {
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
+            configure(&mut cmd);
+            cmd.spawn().ok()
+        });
+    let is_direct = direct.is_some();
+    let mut child = match direct {
+        Some(child) => child,
+        None => {
+            let mut cmd = Command::new(&program);
+            cmd.arg("-c").arg(&args.run);
+            configure(&mut cmd);
+            cmd.spawn().map_err(|e| spawn_error(&args.shell, &dir, e))?
+        }
+    };
     // From here on, leaving this function by any path (return, `?`, the future being
     // dropped) kills the whole group unless it has been dealt with already.
     let mut group = Group::of(&child);
@@ -340,6 +370,12 @@ async fn run(args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
     let status = status.unwrap_or_default();
     let secrets: &[String] = &ctx.secrets;
 
+    // A command the shell would have run reports a death by signal n as the shell does:
+    // exit code 128+n.
+    let status = match status.signal() {
+        Some(sig) if is_direct => ExitStatus::from_raw((128 + sig) << 8),
+        _ => status,
+    };
     let exit_code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
@@ -435,6 +471,34 @@ fn spawn_error(shell: &str, dir: &std::path::Path, e: io::Error) -> ToolError {
             ToolError::new(class, format!("cannot start `{shell}`: {e}")).with_code("SPAWN_FAILED")
         }
     }
+}
+
+/// The words of `run` when `sh -c run` would just run one program with them: no shell
+/// syntax at all (quotes, expansions, redirections, operators, comments, globs, several
+/// lines, an assignment before the command) and a first word that is not a keyword or a
+/// builtin of the shell (`true` and `false` excepted: the programs behave the same). `None`
+/// means the shell must run it.
+fn direct_argv(run: &str) -> Option<Vec<String>> {
+    const SYNTAX: &[char] = &[
+        '\n', '\r', '#', ';', '&', '|', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?',
+        '[', ']', '~', '{', '}', '!', '^', '=', '%',
+    ];
+    const SHELL_WORDS: &[&str] = &[
+        ".", ":", "alias", "bg", "break", "case", "cd", "chdir", "command", "continue", "do",
+        "done", "echo", "elif", "else", "esac", "eval", "exec", "exit", "export", "fc", "fg", "fi",
+        "for", "function", "getopts", "hash", "if", "in", "jobs", "kill", "local", "printf", "pwd",
+        "read", "readonly", "return", "select", "set", "shift", "test", "then", "time", "times",
+        "trap", "type", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+    ];
+    if run.contains(SYNTAX) || !run.is_ascii() {
+        return None;
+    }
+    let argv: Vec<String> = run.split_whitespace().map(str::to_owned).collect();
+    let first = argv.first()?;
+    if SHELL_WORDS.contains(&first.as_str()) {
+        return None;
+    }
+    Some(argv)
 }
 
 /// The failure for a non-zero exit or a death by signal.
@@ -698,6 +762,93 @@ mod tests {
 
     async fn sh(dir: &Path, args: Value) -> Result<Value, ToolError> {
         Shell.call(args, ctx(dir)).await
+    }
+
+    #[test]
+    fn only_plain_command_lines_skip_the_shell() {
+        let words = |r: &str| direct_argv(r);
+        assert_eq!(
+            words("  true  "),
+            Some(vec!["true".to_owned()]),
+            "surrounding blanks"
+        );
+        assert_eq!(
+            words("ls -la ./src"),
+            Some(vec!["ls".into(), "-la".into(), "./src".into()])
+        );
+        for shellish in [
+            "",
+            "   ",
+            "echo hi",
+            "cd /tmp",
+            "exit 3",
+            "export A",
+            "FOO=1 env",
+            "ls $HOME",
+            "ls *.rs",
+            "a | b",
+            "a && b",
+            "a; b",
+            "a > f",
+            "a\nb",
+            "echo 'x'",
+            "ls \"x y\"",
+            "ls ~",
+            "ls # comment",
+            "ls {a,b}",
+            "cmd --flag=1",
+            "printf x",
+            "pwd",
+            "kill 1",
+            "ls é",
+        ] {
+            assert_eq!(
+                words(shellish),
+                None,
+                "{shellish:?} must go through the shell"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn direct_commands_behave_as_under_the_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("marker.txt"), "x").unwrap();
+        // Found on PATH, run in the workdir, with ckflow's variables.
+        let r = sh(&root, json!({"run": "ls"})).await.unwrap();
+        assert!(r["stdout"].as_str().unwrap().contains("marker.txt"), "{r}");
+        let r = sh(&root, json!({"run": "env", "env": {"MINE": "1"}}))
+            .await
+            .unwrap();
+        let out = r["stdout"].as_str().unwrap();
+        assert!(
+            out.contains("MINE=1") && out.contains("CKFLOW_OUTPUT="),
+            "{out}"
+        );
+        let e = sh(&root, json!({"run": "false"})).await.unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("EXIT_1"));
+        // Not found or not executable: the shell's own message and exit code.
+        let e = sh(&root, json!({"run": "no-such-command-xyz --help"}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("EXIT_127"), "{e}");
+        assert!(e.message.contains("not found"), "{}", e.message);
+        let e = sh(&root, json!({"run": "./marker.txt"})).await.unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("EXIT_126"), "{e}");
+        // Killed from outside: reported as the shell reports it, 128 + the signal.
+        // (A duration no other test uses, so that pkill finds this sleep only.)
+        let fut = sh(&root, json!({"run": "sleep 29.75"}));
+        tokio::pin!(fut);
+        let killer = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = std::process::Command::new("pkill")
+                .args(["-TERM", "-f", "^sleep 29.75$"])
+                .status();
+        };
+        let (r, ()) = tokio::join!(&mut fut, killer);
+        let e = r.unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("EXIT_143"), "{e}");
     }
 
     fn lines(seen: &[(&'static str, String)], stream: &str) -> Vec<String> {
