@@ -396,3 +396,39 @@ fn hostile_inputs_get_diagnostics() {
     let d = Workflow::from_str("big.yaml", &s).unwrap_err().0;
     assert_eq!(d[0].code, Code::TooLarge);
 }
+
+/// `ckflow plan x | head -1` and friends: a reader that goes away early is not a crash.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let wf = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/containerize.yaml");
+    let wf = wf.to_str().expect("utf-8");
+    for args in [
+        vec!["plan", wf],
+        vec!["graph", wf, "--format", "json"],
+        vec!["schema"],
+        vec!["tools", "--markdown"],
+        vec!["workflows", "show", "containerize"],
+    ] {
+        // Both ends of a pipe; the read end is closed before ckflow writes.
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills the two descriptors; each is owned by a File below.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: fresh descriptors from pipe(2), owned once each.
+        let (read, write) = unsafe {
+            use std::os::fd::FromRawFd;
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        };
+        drop(read);
+        let out = Command::new(env!("CARGO_BIN_EXE_ckflow"))
+            .args(&args)
+            .stdout(write)
+            .output()
+            .expect("ckflow runs");
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}

@@ -36,9 +36,9 @@ pub fn run(a: Args) -> i32 {
     };
     let plan = Plan::new(Arc::new(w), &registry);
     match a.format {
-        Format::Dot => print!("{}", plan.to_dot()),
-        Format::Mermaid => print!("{}", plan.to_mermaid()),
-        Format::Json => println!(
+        Format::Dot => out!("{}", plan.to_dot()),
+        Format::Mermaid => out!("{}", plan.to_mermaid()),
+        Format::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default()
         ),

@@ -7,6 +7,23 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `print!` that does not panic on a closed pipe (`ckflow plan x | head -1`).
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::run::stdout(format!($($t)*))
+    };
+}
+
+/// `println!` that does not panic on a closed pipe.
+macro_rules! outln {
+    () => {
+        $crate::cli::run::stdout("\n".to_owned())
+    };
+    ($($t:tt)*) => {
+        $crate::cli::run::stdout(format!("{}\n", format_args!($($t)*)))
+    };
+}
+
 pub mod cancel;
 pub mod gc;
 pub mod graph;

@@ -24,7 +24,7 @@ pub fn run(a: Args) -> i32 {
         return exit::INVALID;
     };
     let plan = Plan::new(Arc::new(w), &registry);
-    print!("{}", render(&plan));
+    out!("{}", render(&plan));
     exit::OK
 }
 

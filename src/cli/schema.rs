@@ -2,9 +2,9 @@
 
 /// Run it.
 pub fn run() -> i32 {
-    print!("{}", crate::workflow::schema::SCHEMA_TEXT);
+    out!("{}", crate::workflow::schema::SCHEMA_TEXT);
     if !crate::workflow::schema::SCHEMA_TEXT.ends_with('\n') {
-        println!();
+        outln!();
     }
     super::exit::OK
 }

@@ -33,7 +33,7 @@ pub fn run(a: Args) -> i32 {
     match a.show {
         Some(Show::Show { name }) => match registry.tool(&name) {
             Some(t) => {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&ToolRegistry::describe(t.as_ref()))
                         .unwrap_or_default()
@@ -49,7 +49,7 @@ pub fn run(a: Args) -> i32 {
             }
         },
         None if a.markdown => {
-            print!("{}", crate::tools::docs::markdown(&registry));
+            out!("{}", crate::tools::docs::markdown(&registry));
             exit::OK
         }
         None if a.json => {
@@ -57,14 +57,14 @@ pub fn run(a: Args) -> i32 {
                 .iter()
                 .map(|t| ToolRegistry::describe(t.as_ref()))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
             exit::OK
         }
         None => {
             let width = registry.names().map(str::len).max().unwrap_or(4);
             for t in registry.iter() {
                 let host = if t.host_exec() { " [host]" } else { "" };
-                println!("{:width$}  {}{}", t.name(), t.description(), host);
+                outln!("{:width$}  {}{}", t.name(), t.description(), host);
             }
             exit::OK
         }

@@ -25,7 +25,7 @@ pub fn run(a: Args) -> i32 {
         match Workflow::from_path_with(f, &registry) {
             Ok(w) => {
                 if !a.json {
-                    println!(
+                    outln!(
                         "{}: ok ({} steps)",
                         f.display(),
                         w.doc.steps.len() + w.doc.finally.len()
@@ -42,7 +42,7 @@ pub fn run(a: Args) -> i32 {
         }
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&render::diagnostics_json(&all)).unwrap_or_default()
         );

@@ -34,7 +34,7 @@ pub fn run(a: Args) -> i32 {
         Some(Sub::Show { name }) => match catalog::resolve(&project, &name) {
             Ok(Found::File(p)) => match std::fs::read_to_string(&p) {
                 Ok(text) => {
-                    print!("{text}");
+                    out!("{text}");
                     exit::OK
                 }
                 Err(e) => {
@@ -43,7 +43,7 @@ pub fn run(a: Args) -> i32 {
                 }
             },
             Ok(Found::Shipped(s)) => {
-                print!("{}", s.text);
+                out!("{}", s.text);
                 exit::OK
             }
             Err(e) => {
@@ -58,13 +58,13 @@ pub fn run(a: Args) -> i32 {
                 .map(|(name, found)| catalog::describe(&project, name, found, &registry))
                 .collect();
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({ "workflows": list }))
                         .unwrap_or_default()
                 );
             } else {
-                print!("{}", render(&list));
+                out!("{}", render(&list));
             }
             exit::OK
         }
