@@ -72,15 +72,8 @@ pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
             return exit::FAILED;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::FAILED;
-        }
+    let Some(runtime) = super::runtime() else {
+        return exit::FAILED;
     };
     let server = McpServer::new(
         runner,

@@ -172,6 +172,21 @@ pub fn load_target(
     }
 }
 
+/// The multi-thread runtime `run`, `resume` and `mcp` work on; `None` (said on stderr) when
+/// it cannot start.
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 /// The project of the working directory (SPEC §2).
 pub fn project() -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));

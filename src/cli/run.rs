@@ -230,15 +230,8 @@ pub(crate) fn drive(
             }
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::FAILED;
-        }
+    let Some(runtime) = super::runtime() else {
+        return exit::FAILED;
     };
     let terminal = (!reporting.json)
         .then(|| Terminal::stderr(std::io::stderr().is_terminal(), color_stderr()));
