@@ -37,12 +37,9 @@ pub struct Args {
     /// At most N steps at once.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
-    /// Print only the run report (JSON) on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Write every event as a JSON line to FILE (`-`: stdout).
-    #[arg(long, value_name = "FILE|-")]
-    pub events: Option<String>,
+    /// `--json` and `--events`.
+    #[command(flatten)]
+    pub reporting: Reporting,
 }
 
 /// Run it.
@@ -88,10 +85,7 @@ pub fn run(a: Args, state: Option<PathBuf>) -> i32 {
             Some(Arc::new(wf))
         }
     };
-    let reporting = Reporting {
-        json: a.json,
-        events: a.events.clone(),
-    };
+    let reporting = &a.reporting;
     let request = ResumeRequest {
         run_id: a.id.clone(),
         inputs,
@@ -99,9 +93,9 @@ pub fn run(a: Args, state: Option<PathBuf>) -> i32 {
         max_parallel: a.max_parallel.map(|n| n as usize),
         events: None,
     };
-    drive(&reporting, |events| {
+    drive(reporting, |events| {
         let started = runner.resume(ResumeRequest { events, ..request })?;
-        if !a.json {
+        if !reporting.json {
             eprintln!("resuming run {}", started.run_id);
         }
         Ok(Driven::from_runner(&runner, started))

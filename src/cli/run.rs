@@ -42,12 +42,9 @@ pub struct Args {
     /// At most N steps at once (the smaller of this and the workflow's `concurrency`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
-    /// Print only the run report (JSON) on stdout; stderr gets nothing but errors.
-    #[arg(long)]
-    pub json: bool,
-    /// Write every event as a JSON line to FILE (`-`: stdout).
-    #[arg(long, value_name = "FILE|-")]
-    pub events: Option<String>,
+    /// `--json` and `--events`.
+    #[command(flatten)]
+    pub reporting: Reporting,
     /// Check the workflow and the inputs and print the plan; run nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -91,15 +88,12 @@ pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
     let workflow = Arc::new(workflow);
     if a.dry_run {
         let plan = Plan::new(Arc::clone(&workflow), &registry);
-        return dry_run(&plan, &inputs, &redactor, a.json);
+        return dry_run(&plan, &inputs, &redactor, a.reporting.json);
     }
-    let reporting = Reporting {
-        json: a.json,
-        events: a.events.clone(),
-    };
+    let reporting = &a.reporting;
     let state = state_dir.unwrap_or_else(|| Store::default_dir(&project));
     if a.no_store {
-        return run_unrecorded(registry, workflow, inputs, &a, project, &state, &reporting);
+        return run_unrecorded(registry, workflow, inputs, &a, project, &state, reporting);
     }
     let Some(store) = open_store(&state) else {
         return exit::FAILED;
@@ -117,7 +111,7 @@ pub fn run(a: Args, state_dir: Option<PathBuf>) -> i32 {
         max_parallel: a.max_parallel.map(|n| n as usize),
         events: None,
     };
-    drive(&reporting, |events| {
+    drive(reporting, |events| {
         let started = runner.start(RunRequest { events, ..request })?;
         Ok(Driven::from_runner(&runner, started))
     })
@@ -182,10 +176,13 @@ fn run_unrecorded(
 }
 
 /// How a command reports a run it drives (`run`, `resume`).
-pub(crate) struct Reporting {
-    /// `--json`: the report on stdout, nothing else.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Reporting {
+    /// Print only the run report (JSON) on stdout; stderr gets nothing but errors.
+    #[arg(long)]
     pub json: bool,
-    /// `--events FILE|-`.
+    /// Write every event as a JSON line to FILE (`-`: stdout).
+    #[arg(long, value_name = "FILE|-")]
     pub events: Option<String>,
 }
 
