@@ -183,7 +183,7 @@ fn helper_commit_loop(dir: &Path, run_id: &str) {
             .step_finished(&step(&id, StepStatus::Succeeded, T0))
             .unwrap();
         println!("@@ COMMITTED {id}");
-        if next % 16 == 0 {
+        if next % 8 == 0 {
             store
                 .put_context("crash", "progress", json!(next), None, T0)
                 .unwrap();
