@@ -273,6 +273,11 @@ pub(crate) struct Dispatcher {
     record_instances: bool,
     /// Instances that ended but are not committed yet.
     uncommitted_instances: Vec<FinishedInstance>,
+    /// Tasks running a tool without effects (`noop`, `share_context` …): they answer in
+    /// microseconds as a rule, so a commit waits a moment for them to ride along.
+    quick_running: usize,
+    /// When a commit held back for quick tasks starts anyway.
+    commit_due: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -384,6 +389,8 @@ impl Dispatcher {
             resume_units: HashMap::new(),
             record_instances,
             uncommitted_instances: Vec::new(),
+            quick_running: 0,
+            commit_due: None,
             plan,
         };
         d.render_workflow_env();
@@ -446,6 +453,8 @@ impl Dispatcher {
                 Some(result) = commit_done(&mut self.inflight), if self.inflight.is_some() => {
                     self.on_committed(result)
                 }
+                _ = tokio::time::sleep_until(self.commit_due.unwrap_or(far).into()),
+                    if self.commit_due.is_some() && self.inflight.is_none() => {}
             }
         }
         // Every unit has answered; reap the tasks (they end right after answering).
@@ -877,6 +886,9 @@ impl Dispatcher {
         // nothing (`noop`, `share_context` …) may simply run again: its slot is freed at once.
         let keep_permit =
             self.recorder.is_some() && (call.tool.destructive() || call.tool.host_exec());
+        if !keep_permit {
+            self.quick_running += 1;
+        }
         self.tasks.spawn(executor::run(
             call,
             job,
@@ -894,6 +906,7 @@ impl Dispatcher {
             result: Err(err),
             duration: Duration::ZERO,
             permit: None,
+            quick: false,
         });
     }
 
@@ -1030,6 +1043,9 @@ impl Dispatcher {
 
     fn on_done(&mut self, done: Done<Job>) {
         let job = done.key;
+        if done.quick {
+            self.quick_running -= 1;
+        }
         // If this result finishes its step, `announce` keeps the slot until the commit.
         self.permit_in_hand = done.permit;
         if job.recovery {
@@ -1456,6 +1472,18 @@ impl Dispatcher {
         let Some(recorder) = self.recorder.clone() else {
             return;
         };
+        // Tasks without effects are still running (typically a layer of `noop`s that will
+        // all answer within microseconds): wait for them, up to COMMIT_DELAY, so that one
+        // commit carries them all rather than one commit each on the critical path.
+        if self.quick_running > 0 {
+            let due = *self
+                .commit_due
+                .get_or_insert_with(|| Instant::now() + COMMIT_DELAY);
+            if Instant::now() < due {
+                return;
+            }
+        }
+        self.commit_due = None;
         let keys = std::mem::take(&mut self.uncommitted);
         let batch = keys.iter().map(|&k| self.finished_step(k)).collect();
         let commit = if self.uncommitted_instances.is_empty() {
@@ -1873,6 +1901,10 @@ fn dag_state(dag: &Dag, templates: Vec<StepTemplates>, ids: &HashMap<String, Ste
         info,
     }
 }
+
+/// How long a commit may wait for running tasks without effects to answer (so that they
+/// share it). Short next to a commit's own cost (a flush and an `fsync`).
+const COMMIT_DELAY: Duration = Duration::from_micros(500);
 
 /// A commit in flight.
 struct Inflight {

@@ -56,6 +56,9 @@ pub(crate) struct Done<K> {
     /// moment at most `max_parallel` steps are started and not durably finished (the most a
     /// crash can make run again).
     pub permit: Option<OwnedSemaphorePermit>,
+    /// Whether the task was one of the dispatcher's quick ones (a tool without effects,
+    /// whose slot was freed at once); see `Dispatcher::start_commit`.
+    pub quick: bool,
 }
 
 /// Sends the completion exactly once, even if the task panics or is aborted: a tool that
@@ -65,6 +68,7 @@ struct Reply<K: Copy> {
     key: K,
     start: Instant,
     sent: bool,
+    quick: bool,
 }
 
 impl<K: Copy> Reply<K> {
@@ -75,6 +79,7 @@ impl<K: Copy> Reply<K> {
             result,
             duration: self.start.elapsed(),
             permit,
+            quick: self.quick,
         });
     }
 }
@@ -87,6 +92,7 @@ impl<K: Copy> Drop for Reply<K> {
                 result: Err(ToolError::new(ErrorClass::ToolError, "the tool panicked")),
                 duration: self.start.elapsed(),
                 permit: None,
+                quick: self.quick,
             });
         }
     }
@@ -106,6 +112,7 @@ pub(crate) async fn run<K: Copy + Send + 'static>(
         key,
         start: Instant::now(),
         sent: false,
+        quick: !keep_permit,
     };
     let result = execute(call).await;
     if keep_permit {

@@ -9,8 +9,8 @@
 //! session context inside the commit; the run's end. Every tick it also looks for the
 //! run's `cancel` marker (`ckflow cancel` from another process).
 
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -51,6 +51,11 @@ enum Msg {
 /// The recorder the runner gives the engine. Cheap to share.
 pub(crate) struct StoreRecorder {
     tx: Sender<Msg>,
+    /// First attempts' `StepStarted` events, which need no prompt writing (a step is
+    /// written as running only at the next tick, if it still is): queued without waking the
+    /// store thread, which takes them before anything else it does. A wake-up per started
+    /// step costs more than the rest of its recording.
+    started: Arc<Mutex<Vec<Event>>>,
 }
 
 impl StoreRecorder {
@@ -65,7 +70,9 @@ impl StoreRecorder {
         resumed: bool,
     ) -> std::io::Result<Arc<StoreRecorder>> {
         let (tx, rx) = channel();
+        let started = Arc::new(Mutex::new(Vec::new()));
         let mut thread = StoreThread {
+            started: started.clone(),
             run_id: handle.id().to_owned(),
             handle: Some(handle),
             store,
@@ -79,7 +86,7 @@ impl StoreRecorder {
         std::thread::Builder::new()
             .name("ckflow-store".into())
             .spawn(move || thread.run(rx, resumed))?;
-        Ok(Arc::new(StoreRecorder { tx }))
+        Ok(Arc::new(StoreRecorder { tx, started }))
     }
 
     /// Record the run's end (final status, index row, session history) and give up the run.
@@ -100,6 +107,10 @@ impl StoreRecorder {
         }
         rx.await.unwrap_or_else(|_| Err(gone()))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn gone() -> StoreError {
@@ -123,7 +134,9 @@ impl Recorder for StoreRecorder {
                 | EventKind::StepKept { .. }
                 | EventKind::ItemsChanged { .. }
         );
-        if wanted {
+        if let EventKind::StepStarted { attempt: 1, .. } = event.kind {
+            lock(&self.started).push(event.clone());
+        } else if wanted {
             let _ = self.tx.send(Msg::Event(Box::new(event.clone())));
         }
     }
@@ -155,6 +168,8 @@ impl Recorder for StoreRecorder {
 
 struct StoreThread {
     run_id: String,
+    /// See [`StoreRecorder::started`].
+    started: Arc<Mutex<Vec<Event>>>,
     /// `None` once the run is finished.
     handle: Option<RunHandle>,
     store: Store,
@@ -179,7 +194,13 @@ impl StoreThread {
         }
         let mut last_tick = Instant::now();
         loop {
-            match rx.recv_timeout(TICK) {
+            let msg = rx.recv_timeout(TICK);
+            // What was queued quietly came before this message.
+            let started = std::mem::take(&mut *lock(&self.started));
+            for e in started {
+                self.event(e);
+            }
+            match msg {
                 Ok(Msg::Event(e)) => self.event(*e),
                 Ok(Msg::Commit(instances, steps, reply)) => {
                     let result = self.commit(instances, steps).map_err(|e| e.to_string());
@@ -215,7 +236,7 @@ impl StoreThread {
         for (rec, dirty) in self.running.values_mut() {
             if *dirty {
                 *dirty = false;
-                if let Err(e) = handle.step_started(rec) {
+                if let Err(e) = handle.record_step_started(rec) {
                     self.log_error.get_or_insert(e);
                 }
             }

@@ -149,6 +149,13 @@ struct LiveSnapshot {
     steps: Vec<StepRecord>,
 }
 
+/// [`LiveSnapshot`] borrowed, for writing it without copying every step.
+#[derive(serde::Serialize)]
+struct LiveSnapshotRef<'a> {
+    run: &'a RunRecord,
+    steps: &'a [StepRecord],
+}
+
 impl Store {
     /// Open (creating if needed) the state directory `dir` with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {

@@ -26,7 +26,7 @@ use super::model::{
     CommitStats, HistoryEntry, InstanceRecord, LogStream, RunRecord, RunStatus, StepRecord,
     StepStatus,
 };
-use super::{LiveSnapshot, Store, format, write_atomically};
+use super::{LiveSnapshotRef, Store, format, write_atomically};
 
 /// The owner's handle on a run: records steps, logs and the end of the run. Obtained from
 /// [`Store::create_run`] or [`Store::resume_run`]; `Send + Sync`, so the engine may share it
@@ -359,6 +359,13 @@ impl RunHandle {
         self.write_live_if_clean()
     }
 
+    /// [`RunHandle::step_started`] without touching `live.json`: for a caller that records
+    /// several starts at once and then calls [`RunHandle::refresh_live`] once (the snapshot
+    /// holds every step, so one rewrite per start would cost O(steps) each).
+    pub fn record_step_started(&self, rec: &StepRecord) -> Result<()> {
+        self.write_step(rec, false).map(drop)
+    }
+
     /// Record a step's finish without waiting for the disk; also closes the step's log
     /// (writing its truncation mark). It is durable, and shown in `live.json`, after the
     /// next [`RunHandle::commit`]. Do not report the step done before that commit returns.
@@ -406,7 +413,7 @@ impl RunHandle {
             }
             st.live_dirty = false;
             st.live_written = Some(Instant::now());
-            self.snapshot(&st)
+            self.snapshot(&mut st)
         };
         write_atomically(&self.dir.join("live.json"), &snapshot)
     }
@@ -429,7 +436,7 @@ impl RunHandle {
             let snapshot = write_live.then(|| {
                 st.live_dirty = false;
                 st.live_written = Some(Instant::now());
-                self.snapshot(&st)
+                self.snapshot(&mut st)
             });
             (st.written, st.written > st.durable, snapshot)
         };
@@ -456,20 +463,21 @@ impl RunHandle {
             }
             st.live_dirty = false;
             st.live_written = Some(Instant::now());
-            self.snapshot(&st)
+            self.snapshot(&mut st)
         };
         write_atomically(&self.dir.join("live.json"), &snapshot)
     }
 
-    fn snapshot(&self, st: &State) -> Vec<u8> {
-        let snapshot = LiveSnapshot {
-            run: RunRecord {
-                source: String::new(),
-                ..st.record.clone()
-            },
-            steps: st.live.clone(),
+    fn snapshot(&self, st: &mut State) -> Vec<u8> {
+        // Without the source (which can be large): taken out and put back, not copied.
+        let source = std::mem::take(&mut st.record.source);
+        let snapshot = LiveSnapshotRef {
+            run: &st.record,
+            steps: &st.live,
         };
-        serde_json::to_vec(&snapshot).expect("snapshots serialise")
+        let bytes = serde_json::to_vec(&snapshot).expect("snapshots serialise");
+        st.record.source = source;
+        bytes
     }
 
     /// Append output to a step's log (split into lines, each prefixed by its stream),
