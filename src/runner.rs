@@ -132,6 +132,7 @@ impl Runner {
             dir,
             StoreOptions {
                 cancel_by_signal: false,
+                hold_index: true,
                 ..StoreOptions::default()
             },
         )?;

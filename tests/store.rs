@@ -1334,3 +1334,111 @@ fn a_newer_format_is_refused_with_a_clear_error() {
     Store::open(&dir).unwrap();
     assert_eq!(Store::default_dir(Path::new("/p")), Path::new("/p/.ckflow"));
 }
+
+// ---------------------------------------------------------------------------------------
+// A long-lived process that keeps the index open (the MCP server)
+
+fn holding(dir: &Path) -> Store {
+    Store::open_with(
+        dir,
+        StoreOptions {
+            hold_index: true,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Another process's store (its own lock file handle, so the lock is contended as between
+/// processes), which gives up after `timeout`.
+fn other(dir: &Path, timeout: Duration) -> Store {
+    Store::open_with(
+        dir,
+        StoreOptions {
+            lock_timeout: timeout,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_held_index_is_handed_over_at_once_to_a_process_that_asks_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".ckflow");
+    let server = holding(&dir);
+    server
+        .ensure_session(Some("busy"), BTreeMap::new(), None, T0)
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // The server visits every 2 ms, so the index is never idle long enough to be let go.
+        let busy = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                server.put_context("busy", "n", json!(n), None, T0).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            n
+        });
+        // Stop the server's loop however this scope ends (a failed assertion included).
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        std::thread::sleep(Duration::from_millis(50));
+        // A CLI process meanwhile: each visit gets the lock well before the 1 s the server
+        // could hold it for in a row.
+        let cli = other(&dir, Duration::from_secs(5));
+        for i in 0..5 {
+            let t = Instant::now();
+            let ctx = cli.get_context("busy", T0).unwrap();
+            let waited = t.elapsed();
+            assert!(ctx.contains_key("n"));
+            assert!(
+                waited < Duration::from_millis(300),
+                "visit {i} waited {waited:?} for a held index"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(_stop);
+        let visits = busy.join().unwrap();
+        assert!(visits > 10, "the server barely ran: {visits}");
+    });
+    // What the server wrote is durable and visible to everyone.
+    let last = server.get_context("busy", T0).unwrap()["n"].clone();
+    assert_eq!(
+        other(&dir, Duration::from_secs(5))
+            .get_context("busy", T0)
+            .unwrap()["n"],
+        last
+    );
+}
+
+#[test]
+fn an_idle_held_index_is_let_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".ckflow");
+    let server = holding(&dir);
+    server
+        .ensure_session(Some("s"), BTreeMap::new(), None, T0)
+        .unwrap();
+    server.put_context("s", "k", json!(1), None, T0).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Nobody asks for it with a marker here: a plain open after the idle time must work at
+    // once. (The lock itself is probed without waiting.)
+    let lock = std::fs::File::open(dir.join("index.lock")).unwrap();
+    lock.try_lock()
+        .expect("the idle server still holds the index lock");
+    lock.unlock().unwrap();
+    let cli = other(&dir, Duration::from_millis(50));
+    assert_eq!(cli.get_context("s", T0).unwrap()["k"], json!(1));
+    // And the server opens it again when it needs it.
+    server.put_context("s", "k", json!(2), None, T0).unwrap();
+    drop(server);
+    assert_eq!(cli.get_context("s", T0).unwrap()["k"], json!(2));
+}

@@ -9,12 +9,14 @@
 //! [`ContextEntry`]). Values are JSON.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{Result, StoreError};
-use super::lock::{Backoff, DbKind, IndexLock, flush_db, open_db};
+use super::lock::{Backoff, DbKind, IndexLock, flush_db, open_db, want, wanted, withdraw_want};
 
 /// An open index, for one visit.
 pub(crate) struct Index {
@@ -96,9 +98,15 @@ impl Index {
         Ok(out)
     }
 
-    fn close(self) -> Result<()> {
+    fn close(mut self) -> Result<()> {
+        self.sync()
+    }
+
+    /// Make what this visit wrote durable (a flush and an `fsync`), if it wrote anything.
+    fn sync(&mut self) -> Result<()> {
         if self.dirty {
             flush_db(&self.db, &self.path)?;
+            self.dirty = false;
         }
         Ok(())
     }
@@ -134,4 +142,204 @@ pub(crate) fn session_key(session: &str, rest: &[u8]) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(rest);
     key
+}
+
+/// The index kept open between visits by a long-lived process (the MCP server, with
+/// [`super::StoreOptions::hold_index`]): opening the index costs about 1.5 ms (sled reads
+/// its snapshot and replays its log), and a recorded run visits it twice.
+///
+/// The holder keeps the lock and the open database after a visit, and gives both up when
+/// nobody in this process has visited for [`HOLD_IDLE`], at the end of a visit when another
+/// process has asked for the lock (it creates `index.want` while it waits), or after
+/// [`HOLD_MAX`] in a row; after the last two it holds nothing for [`HOLD_COOLDOWN`], so the
+/// other process gets its turn. Every visit that writes still ends with a flush and an
+/// `fsync`, so durability is the same as without holding.
+pub(crate) struct Holder {
+    lock_path: PathBuf,
+    path: PathBuf,
+    state: std::sync::Mutex<Held>,
+    /// The thread that releases an idle index.
+    closer: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// How long an unused held index stays open.
+pub(crate) const HOLD_IDLE: Duration = Duration::from_millis(20);
+/// The longest the index is held in a row (a safety net: a waiting process says so with
+/// `index.want`, and the holder lets go at its next visit).
+pub(crate) const HOLD_MAX: Duration = Duration::from_secs(1);
+/// How long, after [`HOLD_MAX`], visits open and close the index as without holding.
+pub(crate) const HOLD_COOLDOWN: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+struct Held {
+    /// The lock file, locked while `index` is `Some`.
+    file: Option<std::fs::File>,
+    index: Option<Index>,
+    opened: Option<Instant>,
+    last: Option<Instant>,
+    cooldown_until: Option<Instant>,
+    /// Hold nothing at all (no thread to release it).
+    never: bool,
+}
+
+impl Held {
+    /// Close the index (flushing it if a visit left it dirty) and unlock.
+    fn release(&mut self) {
+        if let Some(index) = self.index.take()
+            && let Err(e) = index.close()
+        {
+            tracing::warn!(error = %e, "closing the held state index");
+        }
+        if let Some(file) = &self.file {
+            let _ = file.unlock();
+        }
+        self.opened = None;
+        self.last = None;
+    }
+
+    /// Release if idle or held too long.
+    fn expire(&mut self, now: Instant) {
+        let (Some(opened), Some(last)) = (self.opened, self.last) else {
+            return;
+        };
+        if now.duration_since(opened) >= HOLD_MAX {
+            self.release();
+            self.cooldown_until = Some(now + HOLD_COOLDOWN);
+        } else if now.duration_since(last) >= HOLD_IDLE {
+            self.release();
+        }
+    }
+}
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder").field("path", &self.path).finish()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        guard(&self.state).release();
+    }
+}
+
+fn guard<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Holder {
+    /// A holder for the index at `path` locked through `lock_path`, with a thread that
+    /// releases it when idle (the thread ends with the holder).
+    pub(crate) fn start(lock_path: PathBuf, path: PathBuf) -> Arc<Holder> {
+        let holder = Arc::new(Holder {
+            lock_path,
+            path,
+            state: std::sync::Mutex::new(Held::default()),
+            closer: std::sync::OnceLock::new(),
+        });
+        let weak = Arc::downgrade(&holder);
+        let spawned = std::thread::Builder::new()
+            .name("ckflow-index".into())
+            .spawn(move || {
+                let mut nap = HOLD_IDLE / 2;
+                loop {
+                    // Parked while nothing is held; a visit that opens the index unparks it.
+                    std::thread::park_timeout(nap);
+                    let Some(holder) = weak.upgrade() else {
+                        return;
+                    };
+                    let mut held = guard(&holder.state);
+                    held.expire(Instant::now());
+                    if held.index.is_some() && wanted(&holder.lock_path) {
+                        held.release();
+                        held.cooldown_until = Some(Instant::now() + HOLD_COOLDOWN);
+                    }
+                    nap = if held.index.is_some() {
+                        HOLD_IDLE / 2
+                    } else {
+                        Duration::from_secs(3600)
+                    };
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                let _ = holder.closer.set(handle.thread().clone());
+            }
+            Err(e) => {
+                // Without the thread nothing would release an idle index: hold nothing.
+                tracing::warn!(error = %e, "no thread to release the state index; not holding it");
+                guard(&holder.state).never = true;
+            }
+        }
+        holder
+    }
+
+    /// [`visit`], keeping the index open afterwards.
+    pub(crate) fn visit<T>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Index) -> Result<T>,
+    ) -> Result<T> {
+        let mut held = guard(&self.state);
+        let now = Instant::now();
+        held.expire(now);
+        if held.index.is_none() {
+            let mut backoff = Backoff::new(timeout);
+            if held.file.is_none() {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.lock_path)
+                    .map_err(StoreError::io("open", &self.lock_path))?;
+                held.file = Some(file);
+            }
+            let file = held.file.as_ref().expect("opened above");
+            loop {
+                match file.try_lock() {
+                    Ok(()) => {
+                        withdraw_want(&self.lock_path);
+                        break;
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) => want(&self.lock_path),
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(StoreError::io("lock", &self.lock_path)(e));
+                    }
+                }
+                if !backoff.wait() {
+                    return Err(StoreError::Locked {
+                        what: "the state index",
+                        path: self.lock_path.clone(),
+                        waited: backoff.elapsed(),
+                    });
+                }
+            }
+            match Index::open(&self.path, &mut backoff) {
+                Ok(index) => {
+                    held.index = Some(index);
+                    held.opened = Some(now);
+                    if let Some(closer) = self.closer.get() {
+                        closer.unpark();
+                    }
+                }
+                Err(e) => {
+                    held.release();
+                    return Err(e);
+                }
+            }
+        }
+        let index = held.index.as_mut().expect("opened above");
+        let out = f(index).and_then(|out| index.sync().map(|()| out));
+        held.last = Some(Instant::now());
+        let cooling = held.never || held.cooldown_until.is_some_and(|t| now < t);
+        if out.is_err() || cooling {
+            held.release();
+        } else if wanted(&self.lock_path) {
+            // Another process waits for the lock: let go, and let it have a turn.
+            held.release();
+            held.cooldown_until = Some(Instant::now() + HOLD_COOLDOWN);
+        }
+        out
+    }
 }

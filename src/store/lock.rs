@@ -290,6 +290,32 @@ pub(crate) fn live_owner(path: &Path) -> Option<OwnerInfo> {
     })
 }
 
+/// Say that this process waits for the index lock: `index.want` next to `index.lock`. A
+/// process that keeps the index open between visits (the MCP server) gives it up at the end
+/// of its next visit when it sees the file.
+pub(crate) fn want(lock_path: &Path) {
+    let _ = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(want_path(lock_path));
+}
+
+/// The lock is ours: nobody needs to be told to let go of it any more (also clears the
+/// marker of a waiter that died).
+pub(crate) fn withdraw_want(lock_path: &Path) {
+    let _ = std::fs::remove_file(want_path(lock_path));
+}
+
+/// Whether a process waits for the index lock.
+pub(crate) fn wanted(lock_path: &Path) -> bool {
+    want_path(lock_path).exists()
+}
+
+fn want_path(lock_path: &Path) -> PathBuf {
+    lock_path.with_extension("want")
+}
+
 /// The shared index's lock file, `index.lock`: serialises access to the index database
 /// across processes (and across threads through the mutex around it).
 #[derive(Debug)]
@@ -339,8 +365,11 @@ impl IndexLock {
                     *guard = Some(file);
                 }
                 match guard.as_ref().expect("opened above").try_lock() {
-                    Ok(()) => return Ok(IndexGuard { guard }),
-                    Err(TryLockError::WouldBlock) => {}
+                    Ok(()) => {
+                        withdraw_want(&self.path);
+                        return Ok(IndexGuard { guard });
+                    }
+                    Err(TryLockError::WouldBlock) => want(&self.path),
                     Err(TryLockError::Error(e)) => {
                         return Err(StoreError::io("lock", &self.path)(e));
                     }

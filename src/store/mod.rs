@@ -85,6 +85,10 @@ pub struct StoreOptions {
     pub cancel_by_signal: bool,
     /// [`RunHandle::commit_throttled`] rewrites `live.json` at most this often.
     pub live_interval: Duration,
+    /// Keep the shared index open between visits, for a long-lived process that visits it
+    /// often (the MCP server): it is released after 20 ms unused, or as soon as another
+    /// process asks for it (`index.want`), or after 1 s held. Off by default.
+    pub hold_index: bool,
 }
 
 impl Default for StoreOptions {
@@ -95,6 +99,7 @@ impl Default for StoreOptions {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             cancel_by_signal: true,
             live_interval: DEFAULT_LIVE_INTERVAL,
+            hold_index: false,
         }
     }
 }
@@ -110,6 +115,8 @@ struct Inner {
     dir: PathBuf,
     options: StoreOptions,
     index_lock: IndexLock,
+    /// With [`StoreOptions::hold_index`]: the index kept open between visits.
+    holder: Option<Arc<index::Holder>>,
 }
 
 /// What [`Store::start_run`] does in the index besides listing the run.
@@ -174,6 +181,9 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 index_lock: IndexLock::new(dir.join("index.lock")),
+                holder: options
+                    .hold_index
+                    .then(|| index::Holder::start(dir.join("index.lock"), dir.join("index"))),
                 dir,
                 options,
             }),
@@ -216,6 +226,9 @@ impl Store {
     }
 
     pub(crate) fn visit<T>(&self, f: impl FnOnce(&mut Index) -> Result<T>) -> Result<T> {
+        if let Some(holder) = &self.inner.holder {
+            return holder.visit(self.inner.options.lock_timeout, f);
+        }
         index::visit(
             &self.inner.index_lock,
             &self.inner.dir.join("index"),
