@@ -45,6 +45,9 @@ pub struct Runner {
     sweep_on_start: bool,
     /// Confine the runs' path arguments to the project and the workspace.
     confine_paths: bool,
+    /// The process outlives its runs (the MCP server): a run's result goes out before its
+    /// database is closed (sled flushes and syncs it once more then).
+    long_lived: bool,
 }
 
 /// A run going on in this process: its tokens (the second cancel stops `finally` too).
@@ -136,7 +139,9 @@ impl Runner {
                 ..StoreOptions::default()
             },
         )?;
-        Ok(Runner::with_store(registry, project_dir, store))
+        let mut runner = Runner::with_store(registry, project_dir, store);
+        runner.long_lived = true;
+        Ok(runner)
     }
 
     /// A runner over a store opened by the caller (the CLI opens it with signals on: its
@@ -149,6 +154,7 @@ impl Runner {
             live: Arc::new(Mutex::new(HashMap::new())),
             sweep_on_start: false,
             confine_paths: false,
+            long_lived: false,
         }
     }
 
@@ -355,6 +361,7 @@ impl Runner {
             l.plan.workflow.doc.name.clone(),
             cancel.clone(),
             l.resume.is_some(),
+            self.long_lived,
         )
         .map_err(|e| StoreError::Io {
             action: "start a thread for",

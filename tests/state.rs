@@ -660,6 +660,18 @@ fn a_runner_that_takes_no_signals_sees_the_cancel_marker() {
         .expect("read")
         .expect("there");
     assert_eq!(session.labels["via"], "test");
+    // A long-lived runner answers before it closes the run's database; it still lets go of
+    // the run right after (the owner lock and file gone, the database readable).
+    wait_until("the run to be let go of", Duration::from_secs(5), || {
+        !other.is_running(&started.run_id)
+    });
+    assert!(!p.state().join("runs").join(&started.run_id).join("owner").exists());
+    let detail = other
+        .get_run(&started.run_id)
+        .expect("read")
+        .expect("there");
+    assert_eq!(detail.source, ckflow::store::DetailSource::Database);
+    assert_eq!(detail.status, RunStatus::Cancelled);
 }
 
 // ---------------------------------------------------------------------------------------

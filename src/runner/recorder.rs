@@ -68,10 +68,12 @@ impl StoreRecorder {
         workflow: String,
         cancel: CancellationToken,
         resumed: bool,
+        close_after_answer: bool,
     ) -> std::io::Result<Arc<StoreRecorder>> {
         let (tx, rx) = channel();
         let started = Arc::new(Mutex::new(Vec::new()));
         let mut thread = StoreThread {
+            close_after_answer,
             started: started.clone(),
             run_id: handle.id().to_owned(),
             handle: Some(handle),
@@ -168,6 +170,8 @@ impl Recorder for StoreRecorder {
 
 struct StoreThread {
     run_id: String,
+    /// Answer the run's end before closing its database (see [`Msg::Finish`]).
+    close_after_answer: bool,
     /// See [`StoreRecorder::started`].
     started: Arc<Mutex<Vec<Event>>>,
     /// `None` once the run is finished.
@@ -207,7 +211,22 @@ impl StoreThread {
                     let _ = reply.send(result);
                 }
                 Ok(Msg::Finish(status, at, reply)) => {
-                    let _ = reply.send(self.finish(status, at));
+                    // In a long-lived process, answer as soon as the run's end is durable and
+                    // listed, and close the database and let go of the run after. (A CLI
+                    // process may exit right after the answer, so it waits.)
+                    match self.finish(status, at) {
+                        Ok((record, finished)) if self.close_after_answer => {
+                            let _ = reply.send(Ok(record));
+                            drop(finished);
+                        }
+                        Ok((record, finished)) => {
+                            drop(finished);
+                            let _ = reply.send(Ok(record));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -416,7 +435,11 @@ impl StoreThread {
         Ok(())
     }
 
-    fn finish(&mut self, status: RunStatus, at: u64) -> Result<RunRecord, StoreError> {
+    fn finish(
+        &mut self,
+        status: RunStatus,
+        at: u64,
+    ) -> Result<(RunRecord, store::Finished), StoreError> {
         let handle = self.handle.take().expect("finished once");
         let mut history: Vec<HistoryEntry> = std::mem::take(&mut self.errors)
             .into_iter()
@@ -437,7 +460,7 @@ impl StoreThread {
             message: None,
             data: json!({"status": status.as_str()}),
         });
-        handle.finish_with_history(status, at, &history)
+        handle.finish_deferred(status, at, &history)
     }
 
     /// History is a convenience: failing to write it is logged, not fatal.

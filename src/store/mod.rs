@@ -47,6 +47,7 @@ pub use model::{
     Session, StepError, StepRecord, StepStatus, SweepReport,
 };
 pub use redact::{MASK, redact};
+pub(crate) use run::Finished;
 pub use run::RunHandle;
 
 use index::Index;

@@ -513,6 +513,23 @@ impl RunHandle {
         finished_at_ms: u64,
         history: &[HistoryEntry],
     ) -> Result<RunRecord> {
+        let (record, finished) = self.finish_deferred(status, finished_at_ms, history)?;
+        drop(finished);
+        Ok(record)
+    }
+
+    /// [`RunHandle::finish_with_history`], except for what can wait: closing the database
+    /// (sled flushes and `fsync`s it once more on close, though everything is durable
+    /// already), removing the runs beyond the cap and giving up ownership happen when the
+    /// returned [`Finished`] is dropped. Until then the run reads as finished everywhere (its
+    /// index row and `live.json` say so) but cannot be resumed. The store thread answers
+    /// the engine first, then drops it.
+    pub(crate) fn finish_deferred(
+        self,
+        status: RunStatus,
+        finished_at_ms: u64,
+        history: &[HistoryEntry],
+    ) -> Result<(RunRecord, Finished)> {
         for w in guard(&self.logs).values_mut() {
             w.close()?;
         }
@@ -539,7 +556,6 @@ impl RunHandle {
             owner,
             ..
         } = self;
-        drop(db);
         let summary = record.summary();
         let keep = store.options().keep_runs;
         let victims = store.visit(|ix| {
@@ -565,10 +581,32 @@ impl RunHandle {
                 _ => Ok(Vec::new()),
             }
         })?;
-        for victim in victims {
-            store.remove_run_dir(&victim);
+        let finished = Finished {
+            db: Some(db),
+            owner: Some(owner),
+            store,
+            victims,
+        };
+        Ok((record, finished))
+    }
+}
+
+/// The rest of finishing a run, done on drop: see [`RunHandle::finish_deferred`].
+pub(crate) struct Finished {
+    db: Option<sled::Db>,
+    owner: Option<OwnerLock>,
+    store: Store,
+    victims: Vec<String>,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        for victim in std::mem::take(&mut self.victims) {
+            self.store.remove_run_dir(&victim);
         }
-        owner.release();
-        Ok(record)
+        if let Some(owner) = self.owner.take() {
+            owner.release();
+        }
     }
 }
