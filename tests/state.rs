@@ -665,7 +665,13 @@ fn a_runner_that_takes_no_signals_sees_the_cancel_marker() {
     wait_until("the run to be let go of", Duration::from_secs(5), || {
         !other.is_running(&started.run_id)
     });
-    assert!(!p.state().join("runs").join(&started.run_id).join("owner").exists());
+    assert!(
+        !p.state()
+            .join("runs")
+            .join(&started.run_id)
+            .join("owner")
+            .exists()
+    );
     let detail = other
         .get_run(&started.run_id)
         .expect("read")

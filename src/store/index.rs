@@ -16,7 +16,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{Result, StoreError};
-use super::lock::{Backoff, DbKind, IndexLock, flush_db, open_db, want, wanted, withdraw_want};
+use super::lock::{
+    Backoff, DbKind, IndexLock, flush_db, index_locked, open_db, open_lock_file, try_index_flock,
+    wanted,
+};
 
 /// An open index, for one visit.
 pub(crate) struct Index {
@@ -286,33 +289,12 @@ impl Holder {
         if held.index.is_none() {
             let mut backoff = Backoff::new(timeout);
             if held.file.is_none() {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&self.lock_path)
-                    .map_err(StoreError::io("open", &self.lock_path))?;
-                held.file = Some(file);
+                held.file = Some(open_lock_file(&self.lock_path)?);
             }
             let file = held.file.as_ref().expect("opened above");
-            loop {
-                match file.try_lock() {
-                    Ok(()) => {
-                        withdraw_want(&self.lock_path);
-                        break;
-                    }
-                    Err(std::fs::TryLockError::WouldBlock) => want(&self.lock_path),
-                    Err(std::fs::TryLockError::Error(e)) => {
-                        return Err(StoreError::io("lock", &self.lock_path)(e));
-                    }
-                }
+            while !try_index_flock(file, &self.lock_path)? {
                 if !backoff.wait() {
-                    return Err(StoreError::Locked {
-                        what: "the state index",
-                        path: self.lock_path.clone(),
-                        waited: backoff.elapsed(),
-                    });
+                    return Err(index_locked(&self.lock_path, &backoff));
                 }
             }
             match Index::open(&self.path, &mut backoff) {

@@ -290,10 +290,47 @@ pub(crate) fn live_owner(path: &Path) -> Option<OwnerInfo> {
     })
 }
 
+/// Open (creating) the index's lock file.
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(StoreError::io("open", path))
+}
+
+/// One try at the index lock (`flock` on its lock file `path`): `true` if it is ours now
+/// (and nobody needs to be asked for it any more), `false` if another process holds it (which
+/// is then asked, with `index.want`, to let go).
+pub(crate) fn try_index_flock(file: &File, path: &Path) -> Result<bool> {
+    match file.try_lock() {
+        Ok(()) => {
+            withdraw_want(path);
+            Ok(true)
+        }
+        Err(TryLockError::WouldBlock) => {
+            want(path);
+            Ok(false)
+        }
+        Err(TryLockError::Error(e)) => Err(StoreError::io("lock", path)(e)),
+    }
+}
+
+/// The error for an index lock still held when `backoff` ran out.
+pub(crate) fn index_locked(path: &Path, backoff: &Backoff) -> StoreError {
+    StoreError::Locked {
+        what: "the state index",
+        path: path.to_owned(),
+        waited: backoff.elapsed(),
+    }
+}
+
 /// Say that this process waits for the index lock: `index.want` next to `index.lock`. A
 /// process that keeps the index open between visits (the MCP server) gives it up at the end
 /// of its next visit when it sees the file.
-pub(crate) fn want(lock_path: &Path) {
+fn want(lock_path: &Path) {
     let _ = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -303,7 +340,7 @@ pub(crate) fn want(lock_path: &Path) {
 
 /// The lock is ours: nobody needs to be told to let go of it any more (also clears the
 /// marker of a waiter that died).
-pub(crate) fn withdraw_want(lock_path: &Path) {
+fn withdraw_want(lock_path: &Path) {
     let _ = std::fs::remove_file(want_path(lock_path));
 }
 
@@ -355,32 +392,14 @@ impl IndexLock {
             };
             if let Some(mut guard) = guard {
                 if guard.is_none() {
-                    let file = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&self.path)
-                        .map_err(StoreError::io("open", &self.path))?;
-                    *guard = Some(file);
+                    *guard = Some(open_lock_file(&self.path)?);
                 }
-                match guard.as_ref().expect("opened above").try_lock() {
-                    Ok(()) => {
-                        withdraw_want(&self.path);
-                        return Ok(IndexGuard { guard });
-                    }
-                    Err(TryLockError::WouldBlock) => want(&self.path),
-                    Err(TryLockError::Error(e)) => {
-                        return Err(StoreError::io("lock", &self.path)(e));
-                    }
+                if try_index_flock(guard.as_ref().expect("opened above"), &self.path)? {
+                    return Ok(IndexGuard { guard });
                 }
             }
             if !backoff.wait() {
-                return Err(StoreError::Locked {
-                    what: "the state index",
-                    path: self.path.clone(),
-                    waited: backoff.elapsed(),
-                });
+                return Err(index_locked(&self.path, backoff));
             }
         }
     }
