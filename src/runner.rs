@@ -31,7 +31,8 @@ use crate::{Diagnostics, Engine, Plan, RunReport, ToolRegistry, Workflow};
 
 mod recorder;
 
-use recorder::{StoreContext, StoreRecorder};
+pub(crate) use recorder::StoreContext;
+use recorder::StoreRecorder;
 
 /// Starts, resumes and cancels runs, recording them in the store. Cheap to share (`Arc`);
 /// runs started here go on as tasks of the current tokio runtime.

@@ -26,9 +26,8 @@ use super::project;
 use super::runs::{Outcome, ProgressSink, StartError};
 use crate::engine::Redactor;
 use crate::report::RunStatus;
-use crate::runner::RunnerError;
-use crate::store::{HistoryEntry, HistoryKind, RunFilter, Session, Store, StoreError};
-use crate::tools::{ContextFuture, ContextSink};
+use crate::runner::{RunnerError, StoreContext};
+use crate::store::{HistoryEntry, HistoryKind, RunFilter, Session, StoreError};
 use crate::workflow::catalog::{self, NameError};
 use crate::workflow::model::ErrorClass;
 use crate::{Diagnostics, Tool, ToolContext, ToolError, Workflow};
@@ -575,6 +574,7 @@ async fn invoke(
         ));
     }
     let registry = server.inner.runner.registry();
+    let redactor = Redactor::new(secret_values(&args));
     let args = Value::Object(args);
     if let Some(validator) = registry.get(&name).and_then(|r| r.input_validator()) {
         let problems: Vec<Value> = validator
@@ -596,9 +596,12 @@ async fn invoke(
     ctx.cancel = cancel;
     if let Some(session) = session {
         ctx.workspace = session.workspace.clone();
-        ctx.context_sink = Some(Arc::new(SessionContext {
+        // `share_context` in a direct call: entries go to that session (redacted), as a run's
+        // do (its later runs read them as `{{context.KEY}}`).
+        ctx.context_sink = Some(Arc::new(StoreContext {
             store: server.inner.runner.store().clone(),
             session: session.id.clone(),
+            redactor,
         }));
     }
     if !server.inner.options.allow_host_exec {
@@ -764,34 +767,6 @@ fn secret_values(args: &JsonObject) -> Vec<String> {
     let mut out = Vec::new();
     walk(args, &mut out);
     out
-}
-
-/// `share_context` in a direct call with `session_id`: entries go to that session, as a
-/// run's do (its later runs read them as `{{context.KEY}}`).
-struct SessionContext {
-    store: Store,
-    session: String,
-}
-
-impl ContextSink for SessionContext {
-    fn put(&self, key: String, value: Value, ttl: Option<std::time::Duration>) -> ContextFuture {
-        let store = self.store.clone();
-        let session = self.session.clone();
-        Box::pin(async move {
-            let result = tokio::task::spawn_blocking(move || {
-                store.put_context(&session, &key, value, ttl, crate::store::now_ms())
-            })
-            .await;
-            match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(ToolError::new(
-                    ErrorClass::ToolError,
-                    format!("could not store the context entry: {e}"),
-                )),
-                Err(e) => Err(ToolError::new(ErrorClass::ToolError, e.to_string())),
-            }
-        })
-    }
 }
 
 #[cfg(test)]
