@@ -223,6 +223,10 @@ impl std::fmt::Debug for Holder {
 impl Drop for Holder {
     fn drop(&mut self) {
         guard(&self.state).release();
+        // Wake the closer thread so that it sees the holder gone and ends.
+        if let Some(closer) = self.closer.get() {
+            closer.unpark();
+        }
     }
 }
 
