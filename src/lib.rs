@@ -12,6 +12,7 @@ pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod store;
+mod sync;
 pub mod template;
 pub mod tools;
 pub mod workflow;

@@ -31,6 +31,7 @@ use crate::{Diagnostics, Engine, Plan, RunReport, ToolRegistry, Workflow};
 
 mod recorder;
 
+use crate::sync::lock;
 pub(crate) use recorder::StoreContext;
 use recorder::StoreRecorder;
 
@@ -446,10 +447,6 @@ fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
         }
         _ => f(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `k=v` labels (a bare `k` is `k=""`).

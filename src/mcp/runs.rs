@@ -21,6 +21,7 @@ use crate::Workflow;
 use crate::engine::{Event, EventKind};
 use crate::report::RunReport;
 use crate::runner::{RunRequest, Runner, RunnerError, StartedRun};
+use crate::sync::lock;
 
 /// The report of a run, or why there is none (its task panicked or was aborted).
 pub(crate) type Outcome = Result<Arc<RunReport>, String>;
@@ -173,10 +174,6 @@ impl ActiveRuns {
         }
         report
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Running {

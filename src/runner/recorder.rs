@@ -27,6 +27,7 @@ use crate::store::{
     self, HistoryEntry, HistoryKind, InstanceRecord, LogStream, RunHandle, RunRecord, RunStatus,
     StepError, StepRecord, StepStatus, Store, StoreError,
 };
+use crate::sync::lock;
 use crate::tools::{ContextFuture, ContextSink, ToolError};
 use crate::workflow::model::ErrorClass;
 
@@ -109,10 +110,6 @@ impl StoreRecorder {
         }
         rx.await.unwrap_or_else(|_| Err(gone()))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn gone() -> StoreError {

@@ -20,6 +20,7 @@ use super::lock::{
     Backoff, DbKind, IndexLock, flush_db, index_locked, open_db, open_lock_file, try_index_flock,
     wanted,
 };
+use crate::sync::lock;
 
 /// An open index, for one visit.
 pub(crate) struct Index {
@@ -222,16 +223,12 @@ impl std::fmt::Debug for Holder {
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        guard(&self.state).release();
+        lock(&self.state).release();
         // Wake the closer thread so that it sees the holder gone and ends.
         if let Some(closer) = self.closer.get() {
             closer.unpark();
         }
     }
-}
-
-fn guard<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Holder {
@@ -255,7 +252,7 @@ impl Holder {
                     let Some(holder) = weak.upgrade() else {
                         return;
                     };
-                    let mut held = guard(&holder.state);
+                    let mut held = lock(&holder.state);
                     held.expire(Instant::now());
                     if held.index.is_some() && wanted(&holder.lock_path) {
                         held.release();
@@ -275,7 +272,7 @@ impl Holder {
             Err(e) => {
                 // Without the thread nothing would release an idle index: hold nothing.
                 tracing::warn!(error = %e, "no thread to release the state index; not holding it");
-                guard(&holder.state).never = true;
+                lock(&holder.state).never = true;
             }
         }
         holder
@@ -287,7 +284,7 @@ impl Holder {
         timeout: Duration,
         f: impl FnOnce(&mut Index) -> Result<T>,
     ) -> Result<T> {
-        let mut held = guard(&self.state);
+        let mut held = lock(&self.state);
         let now = Instant::now();
         held.expire(now);
         if held.index.is_none() {

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use super::error::{Result, StoreError};
@@ -27,6 +27,7 @@ use super::model::{
     StepStatus,
 };
 use super::{LiveSnapshotRef, Store, format, write_atomically};
+use crate::sync::lock;
 
 /// The owner's handle on a run: records steps, logs and the end of the run. Obtained from
 /// [`Store::create_run`] or [`Store::resume_run`]; `Send + Sync`, so the engine may share it
@@ -72,10 +73,6 @@ struct State {
     /// When `live.json` was last written (for [`RunHandle::commit_throttled`]).
     live_written: Option<Instant>,
     stats: CommitStats,
-}
-
-fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn step_key(seq: u64) -> Vec<u8> {
@@ -275,12 +272,12 @@ impl RunHandle {
 
     /// The run's record as it stands.
     pub fn record(&self) -> RunRecord {
-        guard(&self.state).record.clone()
+        lock(&self.state).record.clone()
     }
 
     /// How much committing and flushing this handle has done.
     pub fn stats(&self) -> CommitStats {
-        guard(&self.state).stats
+        lock(&self.state).stats
     }
 
     /// Whether `ckflow cancel` (or MCP `CancelRun`) asked for this run to stop. Cheap (one
@@ -292,7 +289,7 @@ impl RunHandle {
     /// Write a step's record; returns the write's number (the commit target for a finish)
     /// target for this one).
     fn write_step(&self, rec: &StepRecord, finished: bool) -> Result<u64> {
-        let mut st = guard(&self.state);
+        let mut st = lock(&self.state);
         let (seq, pos) = match st.positions.get(&rec.id) {
             Some(&p) => p,
             None => (st.next_seq, st.live.len()),
@@ -325,7 +322,7 @@ impl RunHandle {
     /// for the disk: it is durable after the next [`RunHandle::commit`], like a step's
     /// finish. It does not show in `live.json` or the run's steps.
     pub fn record_instance_finished(&self, rec: &InstanceRecord) -> Result<()> {
-        let mut st = guard(&self.state);
+        let mut st = lock(&self.state);
         self.db
             .insert(
                 instance_key(&rec.step, rec.index),
@@ -370,7 +367,7 @@ impl RunHandle {
     /// (writing its truncation mark). It is durable, and shown in `live.json`, after the
     /// next [`RunHandle::commit`]. Do not report the step done before that commit returns.
     pub fn record_step_finished(&self, rec: &StepRecord) -> Result<()> {
-        if let Some(w) = guard(&self.logs).get_mut(&rec.id) {
+        if let Some(w) = lock(&self.logs).get_mut(&rec.id) {
             w.close()?;
         }
         self.write_step(rec, true)?;
@@ -381,7 +378,7 @@ impl RunHandle {
     /// [`RunHandle::record_step_finished`] then [`RunHandle::commit`], except that threads
     /// finishing steps at the same moment share one flush.
     pub fn step_finished(&self, rec: &StepRecord) -> Result<()> {
-        if let Some(w) = guard(&self.logs).get_mut(&rec.id) {
+        if let Some(w) = lock(&self.logs).get_mut(&rec.id) {
             w.close()?;
         }
         let target = self.write_step(rec, true)?;
@@ -405,9 +402,9 @@ impl RunHandle {
     /// Rewrite `live.json` if it is behind (and every recorded finish is durable), whatever
     /// its age. Call it when the run is idle, so readers see the latest state.
     pub fn refresh_live(&self) -> Result<()> {
-        let _commit = guard(&self.commit_lock);
+        let _commit = lock(&self.commit_lock);
         let snapshot = {
-            let mut st = guard(&self.state);
+            let mut st = lock(&self.state);
             if st.last_finish > st.durable || !st.live_dirty {
                 return Ok(());
             }
@@ -420,10 +417,10 @@ impl RunHandle {
 
     /// Commit until at least write `target` is durable (`None`: all written so far).
     fn commit_to(&self, target: Option<u64>, throttle: bool) -> Result<()> {
-        let _commit = guard(&self.commit_lock);
+        let _commit = lock(&self.commit_lock);
         let interval = self.store.options().live_interval;
         let (upto, need_flush, snapshot) = {
-            let mut st = guard(&self.state);
+            let mut st = lock(&self.state);
             st.stats.commits += 1;
             match target {
                 // Another commit already flushed this caller's finish.
@@ -442,7 +439,7 @@ impl RunHandle {
         };
         if need_flush {
             flush_db_file(&self.db, &self.data_file, &self.db_dir)?;
-            let mut st = guard(&self.state);
+            let mut st = lock(&self.state);
             st.durable = st.durable.max(upto);
             st.stats.flushes += 1;
         }
@@ -455,9 +452,9 @@ impl RunHandle {
     /// Rewrite `live.json` if every recorded finish is already durable (so the snapshot shows
     /// nothing that a crash could still take back).
     fn write_live_if_clean(&self) -> Result<()> {
-        let _commit = guard(&self.commit_lock);
+        let _commit = lock(&self.commit_lock);
         let snapshot = {
-            let mut st = guard(&self.state);
+            let mut st = lock(&self.state);
             if st.last_finish > st.durable || !st.live_dirty {
                 return Ok(());
             }
@@ -484,7 +481,7 @@ impl RunHandle {
     /// honouring the log cap. Lines are written straight to the file, so `ckflow logs
     /// --follow` sees them at once. Pass redacted text.
     pub fn append_log(&self, step: &str, stream: LogStream, text: &str) -> Result<()> {
-        let mut logs = guard(&self.logs);
+        let mut logs = lock(&self.logs);
         let writer = match logs.get_mut(step) {
             Some(w) => w,
             None => {
@@ -530,11 +527,11 @@ impl RunHandle {
         finished_at_ms: u64,
         history: &[HistoryEntry],
     ) -> Result<(RunRecord, Finished)> {
-        for w in guard(&self.logs).values_mut() {
+        for w in lock(&self.logs).values_mut() {
             w.close()?;
         }
         let record = {
-            let mut st = guard(&self.state);
+            let mut st = lock(&self.state);
             st.record.status = status;
             st.record.finished_at_ms = Some(finished_at_ms);
             self.db
