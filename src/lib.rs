@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod engine;
+mod hash;
 pub mod mcp;
 pub mod plan;
 pub mod report;

@@ -138,23 +138,10 @@ pub struct PriorInstance {
 /// `fnv1a64:0123456789abcdef`. Pass the items redacted, so the fingerprint says nothing
 /// about a secret.
 pub fn items_hash(items: &[Value]) -> String {
-    struct Fnv(u64);
-    impl std::io::Write for Fnv {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            for &b in buf {
-                self.0 ^= u64::from(b);
-                self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut h = crate::hash::Fnv::default();
     // Writing JSON values to memory cannot fail.
     let _ = serde_json::to_writer(&mut h, items);
-    format!("fnv1a64:{:016x}", h.0)
+    format!("fnv1a64:{:016x}", h.finish())
 }
 
 /// A step's record from before the resume.

@@ -1,26 +1,36 @@
-//! The state directory's format version: the text file `FORMAT` (`1\n` today).
+//! The state directory's format version: the text file `FORMAT` (`2\n` today).
 //!
 //! Opening a directory with a newer version is refused with a clear error (an older ckflow
 //! must not write into a layout it does not know). Opening one with an older version runs
 //! the migration chain: [`MIGRATIONS`]`[v - 1]` turns version `v` into `v + 1`, under the
 //! index lock so that only one process migrates, and `FORMAT` is rewritten after each step so
 //! a crash mid-chain resumes from the last finished step. Each migration must therefore be
-//! safe to run again on a half-migrated directory. Version 1 is the first, so the chain is
-//! empty; `docs/state.md` describes the policy.
+//! safe to run again on a half-migrated directory. `docs/state.md` describes the policy.
+//!
+//! Versions:
+//! 1. the first;
+//! 2. a run's commits go to `runs/<id>/journal`, which whoever opens the run's database next
+//!    replays into it (`super::journal`). A version-1 directory has no journals, so there is
+//!    nothing to convert; the version tells a ckflow that does not know journals (and would
+//!    read a crashed run without its last commits) to keep out.
 
 use std::path::Path;
 
 use super::error::{Result, StoreError};
 
 /// The format this build writes.
-pub const CURRENT_FORMAT: u32 = 1;
+pub const CURRENT_FORMAT: u32 = 2;
 
 /// A migration from version `v` (its index + 1) to `v + 1`, given the state directory.
 type Migration = fn(&Path) -> Result<()>;
 
-/// The chain: entry `i` migrates version `i + 1` to `i + 2`. Empty while version 1 is the
-/// only one.
-const MIGRATIONS: [Migration; CURRENT_FORMAT as usize - 1] = [];
+/// The chain: entry `i` migrates version `i + 1` to `i + 2`.
+const MIGRATIONS: [Migration; CURRENT_FORMAT as usize - 1] = [journals];
+
+/// 1 → 2: version 1 wrote no journals, and its run databases hold every commit already.
+fn journals(_dir: &Path) -> Result<()> {
+    Ok(())
+}
 
 /// Read the version in `FORMAT`; `None` when there is no such file yet.
 pub(crate) fn read(dir: &Path) -> Result<Option<u32>> {

@@ -73,7 +73,7 @@ fn config(path: &Path) -> sled::Config {
     sled::Config::new()
         .path(path)
         .cache_capacity(16 * 1024 * 1024)
-        .mode(sled::Mode::LowSpace)
+        .mode(sled::Mode::HighThroughput)
         .flush_every_ms(None)
 }
 
@@ -154,14 +154,6 @@ pub(crate) fn flush_db(db: &sled::Db, dir: &Path) -> Result<()> {
     File::open(&file)
         .and_then(|f| f.sync_data())
         .map_err(StoreError::io("sync", file))
-}
-
-/// [`flush_db`] with the data file already open (a run's handle keeps it, to spare an
-/// `open` per commit).
-pub(crate) fn flush_db_file(db: &sled::Db, file: &File, dir: &Path) -> Result<()> {
-    db.flush().map_err(StoreError::db(dir))?;
-    file.sync_data()
-        .map_err(StoreError::io("sync", dir.join("db")))
 }
 
 /// What the `owner` file says.

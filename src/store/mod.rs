@@ -26,6 +26,7 @@
 mod error;
 mod format;
 mod index;
+mod journal;
 mod lock;
 mod logs;
 mod model;
@@ -452,7 +453,7 @@ impl Store {
             // starting) may hold it; then look again.
             match lock::try_open_db(&db_dir)? {
                 Some(db) => {
-                    let Some((record, mut steps)) = run::read_run_db(&db, &db_dir)? else {
+                    let Some((record, mut steps)) = run::read_run_db(&db, &dir, &db_dir)? else {
                         return self.detail_from_index(id, None, None);
                     };
                     drop(db);
@@ -789,12 +790,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// A hash of a workflow's source for [`RunRecord::source_hash`]: `fnv1a64:` and 16 hex
 /// digits. Not cryptographic; it tells whether a file changed.
 pub fn source_hash(source: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in source.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("fnv1a64:{h:016x}")
+    format!("fnv1a64:{:016x}", crate::hash::fnv1a64(source.as_bytes()))
 }
 
 /// Write a file atomically: a temporary file in the same directory, then rename over it.

@@ -491,7 +491,7 @@ pub struct CommitStats {
     pub steps_finished: u64,
     /// `commit` calls (including those inside `step_finished`).
     pub commits: u64,
-    /// Flushes to disk actually done (a commit with nothing new, or whose writes another
-    /// commit already flushed, does none).
+    /// Syncs to disk actually done (journal frames appended and `fdatasync`ed; a commit with
+    /// nothing new, or whose writes another commit already made durable, does none).
     pub flushes: u64,
 }

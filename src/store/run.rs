@@ -10,9 +10,10 @@
 //! `i<step id>` keys; nothing reads them.)
 //!
 //! Durability is by group commit: [`RunHandle::record_step_finished`] writes without waiting,
-//! [`RunHandle::commit`] makes everything written so far durable with one flush and `fsync`,
-//! then rewrites `live.json`. [`RunHandle::step_finished`] is both in one call; callers on
-//! several threads that finish steps at the same moment share a flush.
+//! [`RunHandle::commit`] makes everything written so far durable with one append to the
+//! run's journal and one `fdatasync` (`super::journal`; the database itself is flushed only
+//! when it is closed), then rewrites `live.json`. [`RunHandle::step_finished`] is both in one
+//! call; callers on several threads that finish steps at the same moment share a sync.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::error::{Result, StoreError};
-use super::lock::{DbKind, OwnerLock, flush_db, flush_db_file, open_db};
+use super::journal::{self, Journal};
+use super::lock::{DbKind, OwnerLock, flush_db, open_db};
 use super::logs::LogWriter;
 use super::model::{
     CommitStats, HistoryEntry, InstanceRecord, LogStream, RunRecord, RunStatus, StepRecord,
@@ -44,8 +46,8 @@ pub struct RunHandle {
     dir: PathBuf,
     db_dir: PathBuf,
     db: sled::Db,
-    /// The database's data file, kept open for the `fdatasync` of each commit.
-    data_file: std::fs::File,
+    /// Where commits go (appended under `commit_lock`).
+    journal: Journal,
     state: Mutex<State>,
     /// Serialises commits (and so `live.json` writes); held across the flush, while `state`
     /// is not, so steps can be recorded during a flush and ride on the next one.
@@ -66,6 +68,8 @@ struct State {
     written: u64,
     /// The number of the last write that was a finish.
     last_finish: u64,
+    /// The writes since the last commit, as a journal frame's payload.
+    pending: Vec<u8>,
     /// The writes known to be on disk (all those numbered up to this).
     durable: u64,
     /// Whether `live` changed since `live.json` was last written.
@@ -122,18 +126,36 @@ fn load(db: &sled::Db, path: &Path) -> Result<Option<Loaded>> {
     Ok(Some((record, steps)))
 }
 
-/// Read a run database for display: the record and the steps in order.
+/// Read a run database for display (replaying its journal first): the record and the
+/// steps in order. The caller holds `db`, opened from `path` in the run's directory `dir`.
 pub(crate) fn read_run_db(
     db: &sled::Db,
+    dir: &Path,
     path: &Path,
 ) -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
+    journal::replay(db, path, dir)?;
     Ok(load(db, path)?.map(|(r, steps)| (r, steps.into_iter().map(|(_, s)| s).collect())))
 }
 
-/// The data file of a run database, for its commits' `fdatasync`.
-fn open_data_file(db_dir: &Path) -> Result<std::fs::File> {
-    let path = db_dir.join("db");
-    std::fs::File::open(&path).map_err(StoreError::io("open", path))
+/// Open a run's database (waiting up to `timeout` for a reader that holds it) and replay
+/// its journal into it.
+fn open_run_db(dir: &Path, db_dir: &Path, timeout: std::time::Duration) -> Result<sled::Db> {
+    let db = open_db(db_dir, DbKind::Run, timeout)?;
+    journal::replay(&db, db_dir, dir)?;
+    Ok(db)
+}
+
+/// Write `key` → `value` to a run's database and to the pending journal frame.
+fn put(
+    db: &sled::Db,
+    db_dir: &Path,
+    pending: &mut Vec<u8>,
+    key: &[u8],
+    value: Vec<u8>,
+) -> Result<()> {
+    journal::entry(pending, key, &value);
+    db.insert(key, value).map_err(StoreError::db(db_dir))?;
+    Ok(())
 }
 
 /// Steps stored as running when their run's owner died read as interrupted.
@@ -156,32 +178,28 @@ impl RunHandle {
     ) -> Result<RunHandle> {
         let db_dir = dir.join("db");
         let db = open_db(&db_dir, DbKind::Run, store.options().lock_timeout)?;
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            b"format".as_slice(),
-            format::CURRENT_FORMAT.to_string().as_bytes(),
-        );
-        batch.insert(
-            b"run".as_slice(),
-            serde_json::to_vec(&record).expect("records serialise"),
-        );
-        db.apply_batch(batch).map_err(StoreError::db(&db_dir))?;
-        flush_db(&db, &db_dir)?;
-        let data_file = open_data_file(&db_dir)?;
+        let journal = Journal::open(&dir)?;
+        // The first commit (below) makes both durable in one journal frame.
+        let mut pending = Vec::new();
+        let format = format::CURRENT_FORMAT.to_string().into_bytes();
+        put(&db, &db_dir, &mut pending, b"format", format)?;
+        let bytes = serde_json::to_vec(&record).expect("records serialise");
+        put(&db, &db_dir, &mut pending, b"run", bytes)?;
         let handle = RunHandle {
             id: record.id.clone(),
             store,
             dir,
             db_dir,
             db,
-            data_file,
+            journal,
             state: Mutex::new(State {
                 record,
                 next_seq: 0,
                 positions: HashMap::new(),
                 live: Vec::new(),
-                written: 0,
+                written: 1,
                 last_finish: 0,
+                pending,
                 durable: 0,
                 live_dirty: true,
                 live_written: None,
@@ -205,7 +223,7 @@ impl RunHandle {
     ) -> Result<(RunHandle, RunRecord, Vec<StepRecord>)> {
         let db_dir = dir.join("db");
         // A reader may hold the database for a moment; wait for it.
-        let db = open_db(&db_dir, DbKind::Run, store.options().lock_timeout)?;
+        let db = open_run_db(&dir, &db_dir, store.options().lock_timeout)?;
         let Some((before, stored)) = load(&db, &db_dir)? else {
             return Err(StoreError::corrupt(
                 &db_dir,
@@ -219,12 +237,10 @@ impl RunHandle {
         record.finished_at_ms = None;
         record.pid = std::process::id();
         record.resumes += 1;
-        db.insert(
-            b"run",
-            serde_json::to_vec(&record).expect("records serialise"),
-        )
-        .map_err(StoreError::db(&db_dir))?;
-        flush_db(&db, &db_dir)?;
+        let mut pending = Vec::new();
+        let bytes = serde_json::to_vec(&record).expect("records serialise");
+        put(&db, &db_dir, &mut pending, b"run", bytes)?;
+        let journal = Journal::open(&dir)?;
         let mut positions = HashMap::new();
         let mut live = Vec::new();
         for ((seq, _), step) in stored.iter().zip(&steps) {
@@ -232,21 +248,21 @@ impl RunHandle {
             live.push(without_outputs(step));
         }
         let next_seq = stored.last().map_or(0, |(seq, _)| seq + 1);
-        let data_file = open_data_file(&db_dir)?;
         let handle = RunHandle {
             store,
             id: id.to_owned(),
             dir,
             db_dir,
             db,
-            data_file,
+            journal,
             state: Mutex::new(State {
                 record,
                 next_seq,
                 positions,
                 live,
-                written: 0,
+                written: 1,
                 last_finish: 0,
+                pending,
                 durable: 0,
                 live_dirty: true,
                 live_written: None,
@@ -294,14 +310,14 @@ impl RunHandle {
             Some(&p) => p,
             None => (st.next_seq, st.live.len()),
         };
-        // One plain insert: sled makes a single insert atomic, and a batch would cost two
-        // writes of its log buffer (it rolls the buffer around the batch), per step.
-        self.db
-            .insert(
-                step_key(seq),
-                serde_json::to_vec(rec).expect("records serialise"),
-            )
-            .map_err(StoreError::db(&self.db_dir))?;
+        let bytes = serde_json::to_vec(rec).expect("records serialise");
+        put(
+            &self.db,
+            &self.db_dir,
+            &mut st.pending,
+            &step_key(seq),
+            bytes,
+        )?;
         if pos == st.live.len() {
             st.next_seq += 1;
             st.positions.insert(rec.id.clone(), (seq, pos));
@@ -323,12 +339,9 @@ impl RunHandle {
     /// finish. It does not show in `live.json` or the run's steps.
     pub fn record_instance_finished(&self, rec: &InstanceRecord) -> Result<()> {
         let mut st = lock(&self.state);
-        self.db
-            .insert(
-                instance_key(&rec.step, rec.index),
-                serde_json::to_vec(rec).expect("records serialise"),
-            )
-            .map_err(StoreError::db(&self.db_dir))?;
+        let bytes = serde_json::to_vec(rec).expect("records serialise");
+        let key = instance_key(&rec.step, rec.index);
+        put(&self.db, &self.db_dir, &mut st.pending, &key, bytes)?;
         st.written += 1;
         st.last_finish = st.written;
         Ok(())
@@ -385,7 +398,7 @@ impl RunHandle {
         self.commit_to(Some(target), false)
     }
 
-    /// Make everything recorded so far durable (one sled flush and one `fsync` for all of
+    /// Make everything recorded so far durable (one journal frame and one `fdatasync` for all of
     /// it, none if there is nothing new) and rewrite `live.json`.
     pub fn commit(&self) -> Result<()> {
         self.commit_to(None, false)
@@ -419,7 +432,7 @@ impl RunHandle {
     fn commit_to(&self, target: Option<u64>, throttle: bool) -> Result<()> {
         let _commit = lock(&self.commit_lock);
         let interval = self.store.options().live_interval;
-        let (upto, need_flush, snapshot) = {
+        let (upto, pending, snapshot) = {
             let mut st = lock(&self.state);
             st.stats.commits += 1;
             match target {
@@ -435,10 +448,10 @@ impl RunHandle {
                 st.live_written = Some(Instant::now());
                 self.snapshot(&mut st)
             });
-            (st.written, st.written > st.durable, snapshot)
+            (st.written, std::mem::take(&mut st.pending), snapshot)
         };
-        if need_flush {
-            flush_db_file(&self.db, &self.data_file, &self.db_dir)?;
+        if !pending.is_empty() {
+            self.journal.append(&pending)?;
             let mut st = lock(&self.state);
             st.durable = st.durable.max(upto);
             st.stats.flushes += 1;
@@ -516,7 +529,7 @@ impl RunHandle {
     }
 
     /// [`RunHandle::finish_with_history`], except for what can wait: closing the database
-    /// (sled flushes and `fsync`s it once more on close, though everything is durable
+    /// (flushing and syncing it, then removing the journal, though everything is durable
     /// already), removing the runs beyond the cap and giving up ownership happen when the
     /// returned [`Finished`] is dropped. Until then the run reads as finished everywhere (its
     /// index row and `live.json` say so) but cannot be resumed. The store thread answers
@@ -534,12 +547,8 @@ impl RunHandle {
             let mut st = lock(&self.state);
             st.record.status = status;
             st.record.finished_at_ms = Some(finished_at_ms);
-            self.db
-                .insert(
-                    b"run",
-                    serde_json::to_vec(&st.record).expect("records serialise"),
-                )
-                .map_err(StoreError::db(&self.db_dir))?;
+            let bytes = serde_json::to_vec(&st.record).expect("records serialise");
+            put(&self.db, &self.db_dir, &mut st.pending, b"run", bytes)?;
             st.written += 1;
             st.last_finish = st.written;
             st.live_dirty = true;
@@ -549,6 +558,8 @@ impl RunHandle {
         let RunHandle {
             store,
             id,
+            dir,
+            db_dir,
             db,
             owner,
             ..
@@ -580,6 +591,8 @@ impl RunHandle {
         })?;
         let finished = Finished {
             db: Some(db),
+            db_dir,
+            dir,
             owner: Some(owner),
             store,
             victims,
@@ -591,6 +604,8 @@ impl RunHandle {
 /// The rest of finishing a run, done on drop: see [`RunHandle::finish_deferred`].
 pub(crate) struct Finished {
     db: Option<sled::Db>,
+    db_dir: PathBuf,
+    dir: PathBuf,
     owner: Option<OwnerLock>,
     store: Store,
     victims: Vec<String>,
@@ -598,7 +613,17 @@ pub(crate) struct Finished {
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        drop(self.db.take());
+        // Flushed and synced, the database holds everything the journal does: the journal
+        // can go. (If the flush fails, the journal stays and the next open replays it.)
+        if let Some(db) = self.db.take() {
+            match flush_db(&db, &self.db_dir) {
+                Ok(()) => {
+                    drop(db);
+                    let _ = std::fs::remove_file(self.dir.join(journal::FILE));
+                }
+                Err(e) => tracing::warn!(error = %e, "could not flush a finished run's database"),
+            }
+        }
         for victim in std::mem::take(&mut self.victims) {
             self.store.remove_run_dir(&victim);
         }

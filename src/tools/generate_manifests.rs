@@ -1460,14 +1460,13 @@ fn config_map_name(spec: &Spec) -> String {
 
 /// FNV-1a (64 bits) of the config, so the pods roll when it changes.
 fn config_hash(config: &[(String, String)]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::hash::Fnv::default();
     for (k, v) in config {
-        for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        for part in [k.as_bytes(), &[0], v.as_bytes(), &[0]] {
+            h.update(part);
         }
     }
-    format!("{h:016x}")
+    format!("{:016x}", h.finish())
 }
 
 fn probe(spec: &Spec, initial_delay: u32, period: u32) -> Option<Value> {
