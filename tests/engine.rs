@@ -1239,37 +1239,26 @@ fn every_example_runs_green() {
 
 // ---- recording and resume (the hooks `ckflow::runner` uses) -------------------------------
 
-/// A recorder whose commits take a while, noting every event that reports a step before its
-/// commit resolved.
+/// A recorder whose commits take a while, noting every start it sees (as the engine
+/// produces it) of a step one of whose needs is not committed yet.
 struct SlowRecorder {
     committed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    violations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    early_starts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     needs: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl ckflow::engine::Recorder for SlowRecorder {
     fn event(&self, e: &ckflow::Event) {
         let committed = self.committed.lock().unwrap();
-        match &e.kind {
-            EventKind::StepFinished { step, .. } | EventKind::StepSkipped { step, .. }
-                if !committed.contains(step) =>
-            {
-                self.violations
-                    .lock()
-                    .unwrap()
-                    .push(format!("{step} reported before its commit"));
-            }
-            EventKind::StepStarted { step, .. } => {
-                for need in self.needs.get(step).into_iter().flatten() {
-                    if !committed.contains(need) {
-                        self.violations
-                            .lock()
-                            .unwrap()
-                            .push(format!("{step} started before {need} was committed"));
-                    }
+        if let EventKind::StepStarted { step, .. } = &e.kind {
+            for need in self.needs.get(step).into_iter().flatten() {
+                if !committed.contains(need) {
+                    self.early_starts
+                        .lock()
+                        .unwrap()
+                        .push(format!("{step} started before {need} was committed"));
                 }
             }
-            _ => {}
         }
     }
 
@@ -1314,19 +1303,21 @@ fn run_with(
 }
 
 #[test]
-fn a_recorded_step_is_reported_and_releases_its_dependents_only_once_committed() {
-    let committed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let recorder = SlowRecorder {
-        committed: std::sync::Arc::clone(&committed),
-        violations: std::sync::Arc::clone(&violations),
-        needs: [("c", vec!["a", "b"]), ("d", vec!["c"])]
+fn a_recorded_step_is_reported_only_once_committed_and_releases_its_dependents_at_once() {
+    use std::sync::{Arc, Mutex};
+    let committed: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let early_starts: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let needs: std::collections::HashMap<String, Vec<String>> =
+        [("c", vec!["a", "b"]), ("d", vec!["c"])]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
-            .collect(),
+            .collect();
+    let recorder = SlowRecorder {
+        committed: Arc::clone(&committed),
+        early_starts: Arc::clone(&early_starts),
+        needs: needs.clone(),
     };
-    let (report, events) = run_with(
-        r#"
+    let yaml = r#"
 apiVersion: ckflow/v1
 name: rec
 steps:
@@ -1336,11 +1327,59 @@ steps:
   - {id: d, tool: noop, needs: [c], when: always}
 finally:
   - {id: f, tool: noop}
-"#,
-        |o| o.recorder = Some(std::sync::Arc::new(recorder)),
-    );
+"#;
+    let registry = Arc::new(ckflow::ToolRegistry::builtin());
+    let wf = ckflow::Workflow::from_str_with("t.yaml", yaml, &registry).unwrap();
+    let plan = Arc::new(ckflow::Plan::new(Arc::new(wf), &registry));
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ckflow::RunOptions {
+        project_dir: dir.path().to_path_buf(),
+        workspace: dir.path().to_path_buf(),
+        recorder: Some(Arc::new(recorder)),
+        ..ckflow::RunOptions::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ckflow::Event>();
+    // The caller's view, checked as each event arrives: a step is reported only once its
+    // commit resolved, and never starts (in the stream) before its needs are reported.
+    let watcher = {
+        let committed = Arc::clone(&committed);
+        rt.spawn(async move {
+            let mut violations = Vec::new();
+            let mut reported: Vec<String> = Vec::new();
+            let mut events = Vec::new();
+            while let Some(e) = rx.recv().await {
+                match &e.kind {
+                    EventKind::StepFinished { step, .. } | EventKind::StepSkipped { step, .. } => {
+                        if !committed.lock().unwrap().contains(step) {
+                            violations.push(format!("{step} reported before its commit"));
+                        }
+                        reported.push(step.clone());
+                    }
+                    EventKind::StepStarted { step, .. } => {
+                        for need in needs.get(step).into_iter().flatten() {
+                            if !reported.contains(need) {
+                                violations.push(format!("{step} shown started before {need}"));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                events.push(e);
+            }
+            (violations, events)
+        })
+    };
+    let report = rt.block_on(ckflow::Engine::new(registry).run(plan, opts, tx));
+    let (violations, events) = rt.block_on(watcher).unwrap();
     assert_eq!(report.status.as_str(), "succeeded");
-    assert_eq!(violations.lock().unwrap().as_slice(), [] as [String; 0]);
+    assert_eq!(violations, [] as [String; 0]);
+    // d started while c's commit (30 ms) was still pending: dependents do not wait.
+    assert_eq!(
+        early_starts.lock().unwrap().as_slice(),
+        ["d started before c was committed"]
+    );
+    // The run ends only once every finish is durable.
     let mut all = committed.lock().unwrap().clone();
     all.sort();
     assert_eq!(all, ["a", "b", "c", "d", "f"]);

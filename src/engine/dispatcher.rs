@@ -252,8 +252,11 @@ pub(crate) struct Dispatcher {
     /// Where the run is recorded; `None` when it is not (or the store broke).
     recorder: Option<Arc<dyn Recorder>>,
     context_sink: Option<Arc<dyn ContextSink>>,
-    /// Steps that finished but are not committed yet (not reported, dependents not told).
+    /// Steps that finished but are not committed yet (not reported; their dependents may
+    /// have started).
     uncommitted: Vec<StepKey>,
+    /// The number the emitter gave the last finish, plus one (0: none yet).
+    finishes: u64,
     /// The commit in flight and the steps it carries, with their slots.
     inflight: Option<Inflight>,
     /// The slot of the job whose result is being handled (recorded runs only).
@@ -380,6 +383,7 @@ impl Dispatcher {
             recorder: opts.recorder,
             context_sink: opts.context_sink,
             uncommitted: Vec::new(),
+            finishes: 0,
             inflight: None,
             permit_in_hand: None,
             held_permits: Vec::new(),
@@ -420,7 +424,10 @@ impl Dispatcher {
                     self.enter_finally();
                     continue;
                 }
-                break;
+                // The run ends once every finish is durable (and so reported).
+                if self.inflight.is_none() && !self.commit_pending() {
+                    break;
+                }
             }
             let next_timer = self.timers.peek().map(|t| t.0.0);
             let cancel = if self.phase == MAIN {
@@ -1380,8 +1387,13 @@ impl Dispatcher {
         self.announce(k);
     }
 
-    /// A step has ended: note what it means for the run, then report it and release its
-    /// dependents, at once or, when the run is recorded, once its finish is committed.
+    /// A step has ended: note what it means for the run, report it (when the run is
+    /// recorded, once its finish is committed) and release its dependents at once.
+    ///
+    /// Dependents need not wait for the commit: commits are made in order, each carrying
+    /// everything recorded before it, so whatever a dependent does reaches the disk after
+    /// its needs' finishes, and a step with effects keeps its slot until its own commit (see
+    /// `spawn`), so a crash still makes at most `max_parallel` of them run again.
     fn announce(&mut self, k: StepKey) {
         let fail_fast = self.plan.workflow.doc.fail_fast;
         let st = &self.dags[k.dag as usize].steps[k.idx as usize];
@@ -1395,19 +1407,28 @@ impl Dispatcher {
                 self.finally_failed = true;
             }
         }
+        let kind = self.finish_event(k);
         if self.recorder.is_some() {
+            self.finishes = self.emitter.emit_finish(kind) + 1;
             self.uncommitted.push(k);
             self.held_permits.extend(self.permit_in_hand.take());
         } else {
-            self.release(k);
+            self.emit(kind);
         }
+        self.to_settle.push(k);
     }
 
-    /// Report a finished step and let its dependents know.
-    fn release(&mut self, k: StepKey) {
+    /// Whether finished steps or instances wait for a commit that has not started.
+    fn commit_pending(&self) -> bool {
+        self.recorder.is_some()
+            && !(self.uncommitted.is_empty() && self.uncommitted_instances.is_empty())
+    }
+
+    /// The event that reports a finished step.
+    fn finish_event(&self, k: StepKey) -> EventKind {
         let id = self.pstep(k).id().to_owned();
         let st = &self.dags[k.dag as usize].steps[k.idx as usize];
-        let kind = match st.status {
+        match st.status {
             StepStatus::Skipped => EventKind::StepSkipped {
                 step: id,
                 reason: st.skipped_reason.unwrap_or(SkipReason::If),
@@ -1421,9 +1442,7 @@ impl Dispatcher {
                 error: st.error.clone(),
                 tolerated: st.tolerated,
             },
-        };
-        self.emit(kind);
-        self.to_settle.push(k);
+        }
     }
 
     // ---- recording ----------------------------------------------------------------------
@@ -1485,14 +1504,14 @@ impl Dispatcher {
         }
         self.commit_due = None;
         let keys = std::mem::take(&mut self.uncommitted);
-        let batch = keys.iter().map(|&k| self.finished_step(k)).collect();
+        let batch = keys.into_iter().map(|k| self.finished_step(k)).collect();
         let commit = if self.uncommitted_instances.is_empty() {
             recorder.commit(batch)
         } else {
             recorder.commit_all(std::mem::take(&mut self.uncommitted_instances), batch)
         };
         self.inflight = Some(Inflight {
-            keys,
+            upto: self.finishes,
             permits: std::mem::take(&mut self.held_permits),
             commit,
         });
@@ -1500,7 +1519,7 @@ impl Dispatcher {
 
     /// A commit resolved: report its steps; a failed one stops the run (the store is broken).
     fn on_committed(&mut self, result: Result<(), String>) {
-        let Inflight { keys, permits, .. } = self.inflight.take().expect("a commit was in flight");
+        let Inflight { upto, permits, .. } = self.inflight.take().expect("a commit was in flight");
         // The steps are durable (or the store is broken): their slots are free again.
         drop(permits);
         if let Err(e) = result {
@@ -1511,18 +1530,14 @@ impl Dispatcher {
             self.record_instances = false;
             self.uncommitted_instances.clear();
             self.held_permits.clear();
-            let rest = std::mem::take(&mut self.uncommitted);
-            for k in keys.into_iter().chain(rest) {
-                self.release(k);
-            }
+            self.uncommitted.clear();
+            self.emitter.durable(u64::MAX);
             if self.phase == MAIN && self.stop.is_none() {
                 self.stop(Stop::Cancelled);
             }
             return;
         }
-        for k in keys {
-            self.release(k);
-        }
+        self.emitter.durable(upto);
     }
 
     /// What the recorder gets for a finished step (redacted).
@@ -1635,7 +1650,9 @@ impl Dispatcher {
             st.tolerated = p.tolerated;
             st.routing = p.routing;
             st.skipped_reason = p.skipped_reason;
-            self.release(k);
+            let kind = self.finish_event(k);
+            self.emit(kind);
+            self.to_settle.push(k);
         }
     }
 
@@ -1908,8 +1925,8 @@ const COMMIT_DELAY: Duration = Duration::from_micros(500);
 
 /// A commit in flight.
 struct Inflight {
-    /// The steps it makes durable.
-    keys: Vec<StepKey>,
+    /// It makes the finishes the emitter numbered below this durable.
+    upto: u64,
     /// Their slots, freed when it resolves.
     permits: Vec<OwnedSemaphorePermit>,
     commit: CommitFuture,

@@ -2,7 +2,8 @@
 //! progress). The engine produces events in a single place (its `Emitter`), which stamps them
 //! and redacts secrets; consumers only read them.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -252,6 +253,12 @@ impl EventKind {
 /// The single place events are produced: stamps them with the time and the run id,
 /// redacts secrets, and sends them to the caller's channel. Cheap to clone (tools' progress
 /// callbacks hold one). A closed channel is not an error: the caller stopped listening.
+///
+/// In a recorded run a step's finish is reported only once it is durable, while the run
+/// goes on (its dependents start at once): [`Emitter::emit_finish`] queues the finish, and
+/// every event after it waits behind it, until [`Emitter::durable`] says its commit
+/// returned. So the caller sees events in the order they happened, never a finish that a
+/// crash could take back, and never a dependent's start before its needs' finishes.
 #[derive(Clone)]
 pub(crate) struct Emitter {
     inner: Arc<EmitterInner>,
@@ -265,6 +272,18 @@ struct EmitterInner {
     start: Instant,
     start_unix_us: u64,
     redactor: Redactor,
+    held: Mutex<Held>,
+}
+
+/// Events waiting for a finish before them to become durable.
+#[derive(Default)]
+struct Held {
+    /// In order; `Some(n)` marks the finish numbered `n`.
+    queue: VecDeque<(Option<u64>, Event)>,
+    /// The number the next finish gets.
+    next: u64,
+    /// Finishes numbered below this are durable.
+    durable: u64,
 }
 
 impl Emitter {
@@ -286,6 +305,7 @@ impl Emitter {
                 start: Instant::now(),
                 start_unix_us,
                 redactor,
+                held: Mutex::new(Held::default()),
             }),
         }
     }
@@ -305,11 +325,37 @@ impl Emitter {
         (self.inner.start_unix_us + since) / 1000
     }
 
-    pub(crate) fn emit(&self, mut kind: EventKind) {
+    pub(crate) fn emit(&self, kind: EventKind) {
+        self.produce(kind, false);
+    }
+
+    /// Emit a step's finish (`StepFinished` or `StepSkipped`) that is not durable yet: the
+    /// caller hears of it, and of every event after it, once [`Emitter::durable`] passes the
+    /// number returned.
+    pub(crate) fn emit_finish(&self, kind: EventKind) -> u64 {
+        self.produce(kind, true)
+            .expect("a finish is always numbered")
+    }
+
+    /// The finishes numbered below `upto` are durable: send what waited for them.
+    pub(crate) fn durable(&self, upto: u64) {
+        let inner = &*self.inner;
+        let mut held = crate::sync::lock(&inner.held);
+        held.durable = held.durable.max(upto);
+        while let Some((n, _)) = held.queue.front() {
+            if n.is_some_and(|n| n >= held.durable) {
+                break;
+            }
+            let (_, event) = held.queue.pop_front().expect("not empty");
+            let _ = inner.tx.send(event);
+        }
+    }
+
+    fn produce(&self, mut kind: EventKind, finish: bool) -> Option<u64> {
         let inner = &*self.inner;
         let closed = inner.tx.is_closed();
-        if closed && inner.recorder.is_none() {
-            return;
+        if closed && inner.recorder.is_none() && !finish {
+            return None;
         }
         kind.redact(&inner.redactor);
         let elapsed_us = inner.start.elapsed().as_micros() as u64;
@@ -322,8 +368,19 @@ impl Emitter {
         if let Some(r) = &inner.recorder {
             r.event(&event);
         }
-        if !closed {
+        let mut held = crate::sync::lock(&inner.held);
+        let number = finish.then(|| {
+            held.next += 1;
+            held.next - 1
+        });
+        if closed {
+            return number;
+        }
+        if number.is_some() || !held.queue.is_empty() {
+            held.queue.push_back((number, event));
+        } else {
             let _ = inner.tx.send(event);
         }
+        number
     }
 }

@@ -83,6 +83,7 @@ impl StoreRecorder {
             workflow,
             cancel,
             running: IndexMap::new(),
+            starts: 0,
             log_error: None,
             errors: Vec::new(),
         };
@@ -177,9 +178,12 @@ struct StoreThread {
     session: String,
     workflow: String,
     cancel: CancellationToken,
-    /// Steps that started and have not finished: their record, and whether it still has to
-    /// be written.
-    running: IndexMap<String, (StepRecord, bool)>,
+    /// Steps that started and have not finished: their record, whether it still has to be
+    /// written, and the order they started in (thousands may be running while commits lag
+    /// behind, so finishes `swap_remove` and ticks sort).
+    running: IndexMap<String, (StepRecord, bool, u64)>,
+    /// Starts seen so far.
+    starts: u64,
     /// The first failure writing a log; the next commit reports it (a full disk is
     /// critical).
     log_error: Option<StoreError>,
@@ -249,12 +253,13 @@ impl StoreThread {
         let Some(handle) = self.handle.as_ref() else {
             return;
         };
-        for (rec, dirty) in self.running.values_mut() {
-            if *dirty {
-                *dirty = false;
-                if let Err(e) = handle.record_step_started(rec) {
-                    self.log_error.get_or_insert(e);
-                }
+        // In the order they started, which is the order the store lists them in.
+        let mut dirty: Vec<_> = self.running.values_mut().filter(|r| r.1).collect();
+        dirty.sort_unstable_by_key(|r| r.2);
+        for (rec, dirty, _) in dirty {
+            *dirty = false;
+            if let Err(e) = handle.record_step_started(rec) {
+                self.log_error.get_or_insert(e);
             }
         }
         if let Err(e) = handle.refresh_live() {
@@ -284,11 +289,13 @@ impl StoreThread {
                         &format!("{}attempt {attempt}", inst(instance)),
                     );
                 }
+                let order = self.starts;
+                self.starts += 1;
                 let entry = self.running.entry(step.clone()).or_insert_with(|| {
                     let mut rec = StepRecord::new(step);
                     rec.status = StepStatus::Running;
                     rec.started_at_ms = Some(e.at);
-                    (rec, true)
+                    (rec, true, order)
                 });
                 if attempt > entry.0.attempts {
                     entry.0.attempts = attempt;
@@ -413,7 +420,7 @@ impl StoreThread {
         }
         let mut shared = Vec::new();
         for f in steps {
-            self.running.shift_remove(&f.id);
+            self.running.swap_remove(&f.id);
             let rec = step_record(&f);
             if rec.status == StepStatus::Failed
                 && let Some(e) = &rec.error
