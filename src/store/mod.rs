@@ -6,11 +6,13 @@
 //! terminals, CI, the MCP server), so state is split by who writes it:
 //!
 //! ```text
-//! <state>/FORMAT                     format version ("1"); see `format`
+//! <state>/FORMAT                     format version ("2"); see `format`
 //! <state>/index.lock, index/         shared sled index, opened for milliseconds per visit:
 //!                                    run summaries, sessions, history, context
 //! <state>/runs/<id>/db/              the run's own sled database, held by its owner
 //!                                    process for the run's life: record, steps, routing
+//! <state>/runs/<id>/journal          the run's commits since its database was last
+//!                                    flushed, replayed by whoever opens it next
 //! <state>/runs/<id>/logs/<step>.log  append-only step logs, readable by anyone
 //! <state>/runs/<id>/live.json        the owner's snapshot at each commit, for readers
 //! <state>/runs/<id>/owner            locked by the owner; holds its pid
