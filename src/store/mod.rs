@@ -334,7 +334,7 @@ impl Store {
     pub fn resume_run(&self, id: &str) -> Result<(RunHandle, RunRecord, Vec<StepRecord>)> {
         validate_id("run", id)?;
         let dir = self.run_dir(id);
-        if !dir.join("db").join("conf").exists() {
+        if !run::has_records(&dir) {
             return Err(StoreError::RunNotFound(id.to_owned()));
         }
         let owner = OwnerLock::acquire(&dir.join("owner"), id, self.owner_info())?;
@@ -448,7 +448,7 @@ impl Store {
                     None => self.detail_from_index(id, Some(RunStatus::Running), pid),
                 };
             }
-            if !db_dir.join("conf").exists() {
+            if !run::has_records(&dir) {
                 return self.detail_from_index(id, None, None);
             }
             // Not owned: open the database for a moment. Another reader (or a resume that is

@@ -17,8 +17,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::error::{Result, StoreError};
 use super::journal::{self, Journal};
@@ -45,7 +45,8 @@ pub struct RunHandle {
     id: String,
     dir: PathBuf,
     db_dir: PathBuf,
-    db: sled::Db,
+    /// Holds the database and makes the writes to it (locked after `state`, never before).
+    applier: Mutex<Applier>,
     /// Where commits go (appended under `commit_lock`).
     journal: Journal,
     state: Mutex<State>,
@@ -137,6 +138,13 @@ pub(crate) fn read_run_db(
     Ok(load(db, path)?.map(|(r, steps)| (r, steps.into_iter().map(|(_, s)| s).collect())))
 }
 
+/// Whether the run in `dir` may have records: its database exists, or its journal has
+/// something in it (a run whose process died before its database was opened has only that).
+pub(crate) fn has_records(dir: &Path) -> bool {
+    dir.join("db").join("conf").exists()
+        || std::fs::metadata(dir.join(journal::FILE)).is_ok_and(|m| m.len() > 0)
+}
+
 /// Open a run's database (waiting up to `timeout` for a reader that holds it) and replay
 /// its journal into it.
 fn open_run_db(dir: &Path, db_dir: &Path, timeout: std::time::Duration) -> Result<sled::Db> {
@@ -145,17 +153,178 @@ fn open_run_db(dir: &Path, db_dir: &Path, timeout: std::time::Duration) -> Resul
     Ok(db)
 }
 
-/// Write `key` → `value` to a run's database and to the pending journal frame.
-fn put(
-    db: &sled::Db,
-    db_dir: &Path,
-    pending: &mut Vec<u8>,
-    key: &[u8],
-    value: Vec<u8>,
-) -> Result<()> {
+/// Write `key` → `value` to a run's database (through `applier`) and to the pending journal
+/// frame.
+fn put(applier: &mut Applier, pending: &mut Vec<u8>, key: &[u8], value: Vec<u8>) -> Result<()> {
     journal::entry(pending, key, &value);
-    db.insert(key, value).map_err(StoreError::db(db_dir))?;
-    Ok(())
+    applier.put(key, value)
+}
+
+/// Writes to a run's database. Nothing reads a run's database while its owner has it
+/// (readers use `live.json`, and commits are durable through the journal), so the database
+/// need not be current, or even open, while the run goes on:
+///
+/// * a new run's database is opened (created) on a thread of its own, while the run starts;
+/// * a run's first [`INLINE_WRITES`] writes are inserted at once when the database is open
+///   already (a resumed run); the rest go, in order, to that thread, so the thread that
+///   records steps (and whose commits the engine waits for) does not also pay for sled's
+///   inserts, about half of recording a step.
+///
+/// Whatever reads the database, and the close, first wait for the thread ([`Applier::db`],
+/// [`Applier::close`]).
+#[derive(Debug)]
+struct Applier {
+    /// The database, once open.
+    db: Arc<OnceLock<sled::Db>>,
+    db_dir: PathBuf,
+    inline_left: usize,
+    tx: Option<std::sync::mpsc::Sender<ApplyMsg>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The first thing the thread could not do (open the database, an insert); the next
+    /// commit reports it.
+    failed: Arc<Mutex<Option<StoreError>>>,
+}
+
+/// Inserts made inline before a run hands them to a thread.
+const INLINE_WRITES: usize = 64;
+
+enum ApplyMsg {
+    Put(Vec<u8>, Vec<u8>),
+    Drained(std::sync::mpsc::SyncSender<()>),
+}
+
+impl Applier {
+    /// For a database that is open.
+    fn with_db(db: sled::Db, db_dir: PathBuf) -> Applier {
+        Applier {
+            db: Arc::new(OnceLock::from(db)),
+            db_dir,
+            inline_left: INLINE_WRITES,
+            tx: None,
+            thread: None,
+            failed: Arc::default(),
+        }
+    }
+
+    /// For a new run: its database is opened (waiting up to `timeout` for its lock) on the
+    /// thread, which starts now.
+    fn opening(db_dir: PathBuf, timeout: Duration) -> Result<Applier> {
+        let mut a = Applier {
+            db: Arc::default(),
+            db_dir,
+            inline_left: 0,
+            tx: None,
+            thread: None,
+            failed: Arc::default(),
+        };
+        a.start(Some(timeout))?;
+        Ok(a)
+    }
+
+    /// Start the thread; with `open`, it opens the database first.
+    fn start(&mut self, open: Option<Duration>) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel::<ApplyMsg>();
+        let cell = Arc::clone(&self.db);
+        let db_dir = self.db_dir.clone();
+        let failed = Arc::clone(&self.failed);
+        let thread = std::thread::Builder::new()
+            .name("ckflow-apply".into())
+            .spawn(move || {
+                if let Some(timeout) = open {
+                    match open_db(&db_dir, DbKind::Run, timeout) {
+                        Ok(db) => {
+                            let _ = cell.set(db);
+                        }
+                        Err(e) => {
+                            lock(&failed).get_or_insert(e);
+                        }
+                    }
+                }
+                let db = cell.get();
+                for msg in rx {
+                    match (msg, db) {
+                        (ApplyMsg::Put(k, v), Some(db)) => {
+                            if let Err(e) = db.insert(k, v) {
+                                lock(&failed).get_or_insert(StoreError::db(&db_dir)(e));
+                            }
+                        }
+                        // The database did not open: the error is reported already.
+                        (ApplyMsg::Put(..), None) => {}
+                        (ApplyMsg::Drained(done), _) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .map_err(StoreError::io("start a thread for", &self.db_dir))?;
+        self.tx = Some(tx);
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    fn put(&mut self, key: &[u8], value: Vec<u8>) -> Result<()> {
+        if self.inline_left > 0
+            && self.tx.is_none()
+            && let Some(db) = self.db.get()
+        {
+            self.inline_left -= 1;
+            db.insert(key, value)
+                .map_err(StoreError::db(&self.db_dir))?;
+            return Ok(());
+        }
+        if self.tx.is_none() {
+            self.start(None)?;
+        }
+        self.check()?;
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(ApplyMsg::Put(key.to_vec(), value)).is_ok());
+        if !sent {
+            return Err(StoreError::io("write", &self.db_dir)(
+                std::io::Error::other("the run database's writer thread stopped"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first thing the thread failed to do, if any.
+    fn check(&self) -> Result<()> {
+        match lock(&self.failed).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The database, once every write handed to the thread is in it.
+    fn db(&self) -> Result<sled::Db> {
+        if let Some(tx) = &self.tx {
+            let (done, wait) = std::sync::mpsc::sync_channel(1);
+            if tx.send(ApplyMsg::Drained(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+        self.check()?;
+        self.opened()
+    }
+
+    fn opened(&self) -> Result<sled::Db> {
+        self.db.get().cloned().ok_or_else(|| {
+            StoreError::io("open", &self.db_dir)(std::io::Error::other(
+                "the run database did not open",
+            ))
+        })
+    }
+
+    /// Wait for the thread to finish, and hand back the database.
+    fn close(mut self) -> Result<sled::Db> {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.check()?;
+        self.opened()
+    }
 }
 
 /// Steps stored as running when their run's owner died read as interrupted.
@@ -177,20 +346,21 @@ impl RunHandle {
         owner: OwnerLock,
     ) -> Result<RunHandle> {
         let db_dir = dir.join("db");
-        let db = open_db(&db_dir, DbKind::Run, store.options().lock_timeout)?;
+        let applier = Applier::opening(db_dir.clone(), store.options().lock_timeout)?;
         let journal = Journal::open(&dir)?;
         // The first commit (below) makes both durable in one journal frame.
         let mut pending = Vec::new();
+        let mut applier = applier;
         let format = format::CURRENT_FORMAT.to_string().into_bytes();
-        put(&db, &db_dir, &mut pending, b"format", format)?;
+        put(&mut applier, &mut pending, b"format", format)?;
         let bytes = serde_json::to_vec(&record).expect("records serialise");
-        put(&db, &db_dir, &mut pending, b"run", bytes)?;
+        put(&mut applier, &mut pending, b"run", bytes)?;
         let handle = RunHandle {
             id: record.id.clone(),
             store,
             dir,
             db_dir,
-            db,
+            applier: Mutex::new(applier),
             journal,
             state: Mutex::new(State {
                 record,
@@ -238,8 +408,9 @@ impl RunHandle {
         record.pid = std::process::id();
         record.resumes += 1;
         let mut pending = Vec::new();
+        let mut applier = Applier::with_db(db, db_dir.clone());
         let bytes = serde_json::to_vec(&record).expect("records serialise");
-        put(&db, &db_dir, &mut pending, b"run", bytes)?;
+        put(&mut applier, &mut pending, b"run", bytes)?;
         let journal = Journal::open(&dir)?;
         let mut positions = HashMap::new();
         let mut live = Vec::new();
@@ -253,7 +424,7 @@ impl RunHandle {
             id: id.to_owned(),
             dir,
             db_dir,
-            db,
+            applier: Mutex::new(applier),
             journal,
             state: Mutex::new(State {
                 record,
@@ -312,8 +483,7 @@ impl RunHandle {
         };
         let bytes = serde_json::to_vec(rec).expect("records serialise");
         put(
-            &self.db,
-            &self.db_dir,
+            &mut lock(&self.applier),
             &mut st.pending,
             &step_key(seq),
             bytes,
@@ -341,7 +511,7 @@ impl RunHandle {
         let mut st = lock(&self.state);
         let bytes = serde_json::to_vec(rec).expect("records serialise");
         let key = instance_key(&rec.step, rec.index);
-        put(&self.db, &self.db_dir, &mut st.pending, &key, bytes)?;
+        put(&mut lock(&self.applier), &mut st.pending, &key, bytes)?;
         st.written += 1;
         st.last_finish = st.written;
         Ok(())
@@ -350,8 +520,9 @@ impl RunHandle {
     /// The run's `for_each` instance records (the latest of each instance), by step and
     /// index: what a resume may keep.
     pub fn instances(&self) -> Result<Vec<InstanceRecord>> {
+        let db = lock(&self.applier).db()?;
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(b"e") {
+        for kv in db.scan_prefix(b"e") {
             let (_, v) = kv.map_err(StoreError::db(&self.db_dir))?;
             let rec: InstanceRecord =
                 serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&self.db_dir, e))?;
@@ -431,6 +602,8 @@ impl RunHandle {
     /// Commit until at least write `target` is durable (`None`: all written so far).
     fn commit_to(&self, target: Option<u64>, throttle: bool) -> Result<()> {
         let _commit = lock(&self.commit_lock);
+        // A write the database refused means the store is broken: the run must stop.
+        lock(&self.applier).check()?;
         let interval = self.store.options().live_interval;
         let (upto, pending, snapshot) = {
             let mut st = lock(&self.state);
@@ -548,7 +721,7 @@ impl RunHandle {
             st.record.status = status;
             st.record.finished_at_ms = Some(finished_at_ms);
             let bytes = serde_json::to_vec(&st.record).expect("records serialise");
-            put(&self.db, &self.db_dir, &mut st.pending, b"run", bytes)?;
+            put(&mut lock(&self.applier), &mut st.pending, b"run", bytes)?;
             st.written += 1;
             st.last_finish = st.written;
             st.live_dirty = true;
@@ -560,7 +733,7 @@ impl RunHandle {
             id,
             dir,
             db_dir,
-            db,
+            applier,
             owner,
             ..
         } = self;
@@ -590,7 +763,7 @@ impl RunHandle {
             }
         })?;
         let finished = Finished {
-            db: Some(db),
+            applier: Some(applier.into_inner().unwrap_or_else(|p| p.into_inner())),
             db_dir,
             dir,
             owner: Some(owner),
@@ -603,7 +776,7 @@ impl RunHandle {
 
 /// The rest of finishing a run, done on drop: see [`RunHandle::finish_deferred`].
 pub(crate) struct Finished {
-    db: Option<sled::Db>,
+    applier: Option<Applier>,
     db_dir: PathBuf,
     dir: PathBuf,
     owner: Option<OwnerLock>,
@@ -615,9 +788,12 @@ impl Drop for Finished {
     fn drop(&mut self) {
         // Flushed and synced, the database holds everything the journal does: the journal
         // can go. (If the flush fails, the journal stays and the next open replays it.)
-        if let Some(db) = self.db.take() {
-            match flush_db(&db, &self.db_dir) {
-                Ok(()) => {
+        if let Some(applier) = self.applier.take() {
+            match applier
+                .close()
+                .and_then(|db| flush_db(&db, &self.db_dir).map(|()| db))
+            {
+                Ok(db) => {
                     drop(db);
                     let _ = std::fs::remove_file(self.dir.join(journal::FILE));
                 }
