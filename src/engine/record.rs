@@ -6,8 +6,11 @@
 //! The contract (docs/state.md, "What is written when"): the dispatcher collects the steps
 //! (and, for a recorder that wants them, the `for_each` instances) that finished in one turn
 //! of its loop and hands them to [`Recorder::commit`] (or [`Recorder::commit_all`]) as one
-//! batch. Until that commit has resolved, nothing hears of those steps: no `StepFinished`
-//! event, no dependent released. One commit is in flight at a time; steps finishing
+//! batch. Until that commit has resolved, the caller's event channel hears nothing of those
+//! steps (no `StepFinished`, and no event produced after it), and a step with effects keeps
+//! its slot; their dependents start at once, since a recorder must make commits durable in
+//! the order it gets them, each with everything it was given before (the recorder itself
+//! sees events as they are produced). One commit is in flight at a time; steps finishing
 //! meanwhile ride on the next one (group commit), so the dispatcher never waits on the disk
 //! while it has other work.
 
@@ -32,7 +35,8 @@ pub trait Recorder: Send + Sync + 'static {
     /// Every event of the run, already redacted, in the order the engine emits it
     /// (`StepStarted`, `StepOutput` lines, retries, routing …).
     fn event(&self, event: &Event);
-    /// Make these finishes durable. The engine reports them only once the future resolves.
+    /// Make these finishes durable, after (or with) everything this recorder was given
+    /// before. The engine reports them only once the future resolves.
     fn commit(&self, steps: Vec<FinishedStep>) -> CommitFuture;
 
     /// Whether this recorder records `for_each` instances ([`Recorder::commit_all`]), so
