@@ -91,7 +91,7 @@ pub struct StoreOptions {
     pub live_interval: Duration,
     /// Keep the shared index open between visits, for a long-lived process that visits it
     /// often (the MCP server): it is released after 20 ms unused, or as soon as another
-    /// process asks for it (`index.want`), or after 1 s held. Off by default.
+    /// process asks for it (`index.want`), or after 10 s held. Off by default.
     pub hold_index: bool,
 }
 
