@@ -4,7 +4,8 @@
 //!
 //! What it writes: step logs (`StepOutput` lines, and `[ckflow]` lines for attempts,
 //! retries, routing and what a resume kept) as they come; each commit's finished `for_each`
-//! instances and steps, then one flush (group commit) before the engine hears back; the steps that are running, every
+//! instances and steps, then one journal sync (group commit) before the engine hears back;
+//! the steps that are running, every
 //! [`TICK`] (a step that finishes sooner is written once, finished); shared outputs to the
 //! session context inside the commit; the run's end. Every tick it also looks for the
 //! run's `cancel` marker (`ckflow cancel` from another process).
@@ -404,7 +405,7 @@ impl StoreThread {
         }
     }
 
-    /// Record a turn's finished instances and steps and make them durable (one flush);
+    /// Record a turn's finished instances and steps and make them durable (one journal sync);
     /// publish the steps' shared outputs.
     fn commit(
         &mut self,

@@ -560,7 +560,7 @@ impl RunHandle {
 
     /// Record a step's finish and return once it is on disk. Equivalent to
     /// [`RunHandle::record_step_finished`] then [`RunHandle::commit`], except that threads
-    /// finishing steps at the same moment share one flush.
+    /// finishing steps at the same moment share one journal sync.
     pub fn step_finished(&self, rec: &StepRecord) -> Result<()> {
         if let Some(w) = lock(&self.logs).get_mut(&rec.id) {
             w.close()?;
