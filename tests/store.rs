@@ -1452,14 +1452,20 @@ fn other(dir: &Path, timeout: Duration) -> Store {
     .unwrap()
 }
 
-#[test]
-fn a_held_index_is_handed_over_at_once_to_a_process_that_asks_for_it() {
+/// A state directory with a server holding its index, and a session `session` in it.
+fn held_with_session(session: &str) -> (tempfile::TempDir, PathBuf, Store) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join(".ckflow");
     let server = holding(&dir);
     server
-        .ensure_session(Some("busy"), BTreeMap::new(), None, T0)
+        .ensure_session(Some(session), BTreeMap::new(), None, T0)
         .unwrap();
+    (tmp, dir, server)
+}
+
+#[test]
+fn a_held_index_is_handed_over_at_once_to_a_process_that_asks_for_it() {
+    let (_tmp, dir, server) = held_with_session("busy");
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         // The server visits every 2 ms, so the index is never idle long enough to be let go.
@@ -1481,15 +1487,16 @@ fn a_held_index_is_handed_over_at_once_to_a_process_that_asks_for_it() {
         }
         let _stop = Stop(&stop);
         std::thread::sleep(Duration::from_millis(50));
-        // A CLI process meanwhile: each visit gets the lock well before the 1 s the server
-        // could hold it for in a row.
+        // A CLI process meanwhile: each visit gets the lock at once, though the server could
+        // hold it for 10 s in a row.
         let cli = other(&dir, Duration::from_secs(5));
         for i in 0..5 {
             let t = Instant::now();
             let ctx = cli.get_context("busy", T0).unwrap();
             let waited = t.elapsed();
             assert!(ctx.contains_key("n"));
-            // (Without the hand-over it waits about 1 s: the server's longest hold.)
+            // (Without the hand-over it would wait out its 5 s lock timeout and fail: the
+            // server holds the index up to 10 s in a row.)
             assert!(
                 waited < Duration::from_millis(600),
                 "visit {i} waited {waited:?} for a held index"
@@ -1512,15 +1519,10 @@ fn a_held_index_is_handed_over_at_once_to_a_process_that_asks_for_it() {
 
 #[test]
 fn an_idle_held_index_is_let_go() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join(".ckflow");
-    let server = holding(&dir);
-    server
-        .ensure_session(Some("s"), BTreeMap::new(), None, T0)
-        .unwrap();
+    let (_tmp, dir, server) = held_with_session("s");
     server.put_context("s", "k", json!(1), None, T0).unwrap();
     // Nobody asks for it with a marker here (the lock is probed without one): it is let go
-    // after 20 ms idle, well before the 1 s the server could hold it for in a row.
+    // after 20 ms idle, well before the 10 s the server could hold it for in a row.
     let t = Instant::now();
     let lock = std::fs::File::open(dir.join("index.lock")).unwrap();
     while lock.try_lock().is_err() {
