@@ -164,11 +164,11 @@ fn put(applier: &mut Applier, pending: &mut Vec<u8>, key: &[u8], value: Vec<u8>)
 /// (readers use `live.json`, and commits are durable through the journal), so the database
 /// need not be current, or even open, while the run goes on:
 ///
-/// * a new run's database is opened (created) on a thread of its own, while the run starts;
-/// * a run's first [`INLINE_WRITES`] writes are inserted at once when the database is open
-///   already (a resumed run); the rest go, in order, to that thread, so the thread that
-///   records steps (and whose commits the engine waits for) does not also pay for sled's
-///   inserts, about half of recording a step.
+/// * a new run's database is opened (created) on a thread of its own, while the run starts
+///   (a resumed run's is open already; its thread starts with its first write);
+/// * every write goes, in order, to that thread, so the thread that records steps (and whose
+///   commits the engine waits for) does not also pay for sled's inserts, about half of
+///   recording a step.
 ///
 /// Whatever reads the database, and the close, first wait for the thread ([`Applier::db`],
 /// [`Applier::close`]).
@@ -177,16 +177,12 @@ struct Applier {
     /// The database, once open.
     db: Arc<OnceLock<sled::Db>>,
     db_dir: PathBuf,
-    inline_left: usize,
     tx: Option<std::sync::mpsc::Sender<ApplyMsg>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// The first thing the thread could not do (open the database, an insert); the next
     /// commit reports it.
     failed: Arc<Mutex<Option<StoreError>>>,
 }
-
-/// Inserts made inline before a run hands them to a thread.
-const INLINE_WRITES: usize = 64;
 
 enum ApplyMsg {
     Put(Vec<u8>, Vec<u8>),
@@ -199,7 +195,6 @@ impl Applier {
         Applier {
             db: Arc::new(OnceLock::from(db)),
             db_dir,
-            inline_left: INLINE_WRITES,
             tx: None,
             thread: None,
             failed: Arc::default(),
@@ -212,7 +207,6 @@ impl Applier {
         let mut a = Applier {
             db: Arc::default(),
             db_dir,
-            inline_left: 0,
             tx: None,
             thread: None,
             failed: Arc::default(),
@@ -263,15 +257,6 @@ impl Applier {
     }
 
     fn put(&mut self, key: &[u8], value: Vec<u8>) -> Result<()> {
-        if self.inline_left > 0
-            && self.tx.is_none()
-            && let Some(db) = self.db.get()
-        {
-            self.inline_left -= 1;
-            db.insert(key, value)
-                .map_err(StoreError::db(&self.db_dir))?;
-            return Ok(());
-        }
         if self.tx.is_none() {
             self.start(None)?;
         }
