@@ -365,8 +365,17 @@ impl Emitter {
             run_id: inner.run_id.clone(),
             kind,
         };
-        if let Some(r) = &inner.recorder {
-            r.event(&event);
+        match &inner.recorder {
+            Some(r) => r.event(&event),
+            // A run nobody records never holds anything back (only finishes waiting for
+            // their commit are).
+            None if !finish => {
+                if !closed {
+                    let _ = inner.tx.send(event);
+                }
+                return None;
+            }
+            None => {}
         }
         let mut held = crate::sync::lock(&inner.held);
         let number = finish.then(|| {
